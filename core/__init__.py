@@ -1,0 +1,1 @@
+"""Pure library: torch, kornia, networkx, safetensors. Never imports ComfyUI."""

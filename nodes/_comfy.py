@@ -1,0 +1,21 @@
+"""The one module that imports ComfyUI's node API.
+
+ComfyUI's V3 API (``comfy_api.latest``) is not frozen; keeping every import of it here
+makes an upstream rename a one-file fix. Node modules do ``from ._comfy import io, ui``.
+"""
+
+from comfy_api.latest import ComfyExtension, io, ui  # noqa: F401  (re-exported)
+
+__all__ = ["ComfyExtension", "io", "ui", "POSE", "CATEGORY"]
+
+CATEGORY = "Vitruvian"
+
+#: The pack's lossless keypoint type (:class:`vitruvian.core.pose.PoseBatch`).
+POSE = io.Custom("VITRUVIAN_POSE")
+#: comfyui_controlnet_aux's keypoint type: a list (one dict per image) of OpenPose-style people.
+POSE_KEYPOINT = io.Custom("POSE_KEYPOINT")
+
+
+def category(area: str) -> str:
+    """``Vitruvian/<area>``, the menu path every node of the pack uses."""
+    return f"{CATEGORY}/{area}"
