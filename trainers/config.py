@@ -1,0 +1,376 @@
+"""``TrainConfig``: every setting of a training run, flat, validated once at the edge.
+
+One frozen dataclass serves the CLI (``--config FILE.toml``, ``--set key=value``), the Python API and
+the ComfyUI training node, so all three fail the same way on the same bad value. Each field carries its
+help text and its constraints in ``metadata``; ``__post_init__`` checks them generically, so a new
+setting is one ``_setting(...)`` line (plus a cross-field rule in ``_cross_field_problems`` if it has one,
+and a ``GROUPS`` entry if it opens a new help section, e.g. one per objective). Field types may be
+``bool``, ``int``, ``float``, ``str`` or ``tuple[X, ...]`` of those; the CLI help, ``--set`` coercion,
+type checks and ``--print-config`` follow from the annotation.
+
+Example
+-------
+>>> cfg = TrainConfig(objective="dpo", base="/m/sd15", data="/d/pairs", out="/o/run1", steps=3)
+>>> cfg.steps, cfg.beta, cfg.lora_targets
+(3, 5000.0, ('to_q', 'to_k', 'to_v', 'to_out.0'))
+>>> TrainConfig(objective="dpo", base="/m", data="/d", out="/o", steps=0)
+Traceback (most recent call last):
+...
+vitruvian.core.errors.ConfigError: TrainConfig: steps must be an integer >= 1, got 0; fix: --set steps=<value> (default 2000)
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import os
+import re
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import ConfigError
+
+__all__ = ["TrainConfig", "load_config", "config_keys", "GROUPS"]
+
+# Help-text groups, in the order ``--help`` prints them. A field names its group in ``metadata``.
+GROUPS = {
+    "run": "run",
+    "model": "base model",
+    "lora": "LoRA",
+    "data": "data",
+    "optim": "optimisation",
+    "dpo": "DPO",
+    "output": "checkpoints and logs",
+}
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+BETA_CONVENTIONS = ("official", "diffusers")
+_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def _setting(default: Any, help: str, *, group: str, required: bool = False, choices: tuple = (),
+             ge: float | None = None, gt: float | None = None, lt: float | None = None,
+             multiple_of: int | None = None, path: bool = False, keywords: tuple[str, ...] = ()) -> Any:
+    """A dataclass field whose ``metadata`` holds its help text and constraints.
+
+    ``path`` fields are expanded (``~``) and made absolute by ``load_config`` (relative to the config
+    file's folder for values read from a file); ``keywords`` are values of a path field that are not
+    paths (``resume = "latest"``). ``required`` string fields must not be empty.
+    """
+    if group not in GROUPS:
+        raise ValueError(f"_setting: group must be one of {sorted(GROUPS)}, got {group!r}")
+    meta = {"help": help, "group": group, "required": required, "choices": tuple(choices), "ge": ge,
+            "gt": gt, "lt": lt, "multiple_of": multiple_of, "path": path, "keywords": tuple(keywords)}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Every setting of one training run; see ``vitruvian-train --help`` for the same list."""
+
+    # run
+    objective: str = _setting("", "Training objective; set by the CLI subcommand (sft, dpo, ...).",
+                              group="run", required=True)
+    base: str = _setting("", "Base model: a diffusers folder or a single-file .safetensors checkpoint "
+                         "(SD1.5 or SDXL).", group="run", required=True, path=True)
+    data: str = _setting("", "Dataset folder: metadata.jsonl + images, or Pick-a-Pic style *.parquet files.",
+                         group="run", required=True, path=True)
+    out: str = _setting("", "Output folder for the LoRA, checkpoints, cache and progress.jsonl.",
+                        group="run", required=True, path=True)
+    name: str = _setting("vitruvian", "File name stem of the saved LoRA (<out>/<name>.safetensors).",
+                         group="run")
+    seed: int = _setting(0, "Seed for data order, augmentation, noise and LoRA init.", group="run", ge=0)
+    resume: str = _setting("", "Resume from a checkpoint folder, or 'latest' for the newest one in <out>; "
+                           "'' starts fresh.", group="run", path=True, keywords=("latest",))
+
+    # base model
+    tokenizer: str = _setting("", "Tokenizer folder for single-file checkpoints; '' finds it automatically.",
+                              group="model", path=True)
+    mixed_precision: str = _setting("no", "Autocast precision: no, fp16 or bf16 (the LoRA weights stay fp32).",
+                                    group="model", choices=MIXED_PRECISION)
+    gradient_checkpointing: bool = _setting(False, "Recompute UNet activations in the backward pass "
+                                            "(less memory, ~30% slower).", group="model")
+    train_text_encoder: bool = _setting(False, "Also put LoRA adapters on the text encoder(s).", group="model")
+
+    # LoRA
+    rank: int = _setting(8, "LoRA rank: the inner dimension of each adapter.", group="lora", ge=1)
+    alpha: float = _setting(8.0, "LoRA alpha; the update is scaled by alpha / rank.", group="lora", gt=0)
+    lora_targets: tuple[str, ...] = _setting(
+        ("to_q", "to_k", "to_v", "to_out.0"), "UNet module-name suffixes that get LoRA adapters "
+        "(comma-separated on the command line).", group="lora")
+
+    # data
+    resolution: int = _setting(512, "Training resolution R (square R x R crops); a multiple of 8.",
+                               group="data", ge=64, multiple_of=8)
+    random_flip: bool = _setting(True, "Random horizontal flip, shared by both images of a pair.", group="data")
+    random_crop: bool = _setting(False, "Random crop after resizing the shorter side to R; false = centre crop.",
+                                 group="data")
+    proportion_empty_prompts: float = _setting(0.0, "Fraction of prompts replaced by '' (unconditional "
+                                               "training); Diffusion-DPO used 0.2.", group="data", ge=0, lt=1)
+    cache_latents: bool = _setting(True, "Cache VAE latents on disk, keyed by image content and augmentation.",
+                                   group="data")
+    cache_dir: str = _setting("", "Latent cache folder; '' = <out>/cache.", group="data", path=True)
+    num_workers: int = _setting(0, "DataLoader worker processes (0 = load in the training process).",
+                                group="data", ge=0)
+
+    # optimisation
+    steps: int = _setting(2000, "Optimizer steps to train.", group="optim", ge=1)
+    batch_size: int = _setting(1, "Pairs (or single images) per micro-batch per process.", group="optim", ge=1)
+    grad_accum: int = _setting(1, "Micro-batches accumulated per optimizer step.", group="optim", ge=1)
+    learning_rate: float = _setting(1e-5, "Peak learning rate (constant after warm-up).", group="optim", gt=0)
+    lr_warmup_steps: int = _setting(0, "Linear learning-rate warm-up steps.", group="optim", ge=0)
+    max_grad_norm: float = _setting(1.0, "Gradient-norm clipping threshold.", group="optim", gt=0)
+    use_8bit_adam: bool = _setting(False, "8-bit AdamW from bitsandbytes (CUDA only).", group="optim")
+
+    # DPO
+    beta: float = _setting(5000.0, "DPO beta (KL strength); 5000 in the official -1/2*beta convention.",
+                           group="dpo", gt=0)
+    beta_convention: str = _setting("official", "official: logit = -beta/2 * diff (Diffusion-DPO repo); "
+                                    "diffusers: logit = -beta * diff (so diffusers 2500 = official 5000).",
+                                    group="dpo", choices=BETA_CONVENTIONS)
+
+    # checkpoints and logs
+    checkpoint_every: int = _setting(500, "Save a resumable checkpoint every N optimizer steps.",
+                                     group="output", ge=1)
+    log_every: int = _setting(10, "Append a progress.jsonl line every N optimizer steps.", group="output", ge=1)
+
+    def __post_init__(self) -> None:
+        problems = []
+        hints = _type_hints()
+        for f in dataclasses.fields(self):
+            value, problem = _check_type(f.name, getattr(self, f.name), hints[f.name])
+            if problem is None:
+                object.__setattr__(self, f.name, value)  # lossless normalisation: int -> float, list -> tuple
+                problem = _check_constraints(f, value)
+            if problem is not None:
+                problems.append(f"{problem}; fix: {_fix(f)}")
+        if not problems:
+            problems = self._cross_field_problems()
+        if problems:
+            raise ConfigError(_join("TrainConfig", problems))
+
+    def _cross_field_problems(self) -> list[str]:
+        """Rules linking two fields, or a field and the outside world (the objective registry)."""
+        problems = []
+        if self.lr_warmup_steps > self.steps:
+            problems.append(f"lr_warmup_steps must be <= steps ({self.steps}), got {self.lr_warmup_steps}; "
+                            "fix: lower lr_warmup_steps or raise steps")
+        if not _NAME_RE.fullmatch(self.name):
+            problems.append(f"name must be a file name stem of letters, digits, '.', '_' or '-', got {self.name!r}; "
+                            "fix: --set name=my_lora")
+        if any(not t or not isinstance(t, str) for t in self.lora_targets) or not self.lora_targets:
+            problems.append(f"lora_targets must be a non-empty list of module-name suffixes, got {self.lora_targets!r}; "
+                            "fix: --set lora_targets=to_q,to_k,to_v,to_out.0")
+        names = _objective_names()
+        if names and self.objective not in names:
+            problems.append(f"objective must be one of {', '.join(names)}, got {self.objective!r}; "
+                            "fix: pick an objective as the CLI subcommand (vitruvian-train dpo ...)")
+        return problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (tuples become lists), e.g. for the LoRA's safetensors metadata."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """Rebuild a config from ``to_dict()`` output; unknown keys raise ``ConfigError`` listing valid keys."""
+        unknown = [k for k in values if k not in config_keys()]
+        if unknown:
+            raise ConfigError(_unknown_message("TrainConfig.from_dict", {k: "the dict" for k in unknown}))
+        return cls(**dict(values))
+
+
+def config_keys() -> tuple[str, ...]:
+    """Every valid key, in declaration order."""
+    return tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def load_config(objective: str | None, config_file: str | os.PathLike | None = None,
+                overrides: Iterable[str] = ()) -> TrainConfig:
+    """Build a ``TrainConfig`` from a TOML file, ``key=value`` overrides and the objective name.
+
+    Precedence: defaults < ``config_file`` < ``overrides`` (later overrides win over earlier ones).
+    The TOML file holds the keys flat at top level or in a ``[train]`` table. Override values are
+    strings coerced by the field type: ``int``, ``float`` (``1e-5``), ``bool`` (true/false/1/0/yes/no),
+    ``tuple[str, ...]`` (comma-separated), ``str``. Path values are expanded (``~``) and made absolute:
+    relative to the config file's folder when read from the file, to the working directory otherwise.
+    ``objective`` may also appear in the file or an override, but must then agree with the argument.
+
+    Raises ``ConfigError`` listing every unknown key (with the valid keys), every value that cannot be
+    coerced, or any rule ``TrainConfig`` refuses.
+    """
+    from ._toml import read_toml_table  # stdlib tomllib behind a version check
+
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    base_dir = Path.cwd()
+    if config_file is not None and str(config_file) != "":
+        path = Path(config_file).expanduser().resolve()
+        table = read_toml_table(path)
+        values.update(table)
+        origin.update({k: path.name for k in table})
+        base_dir = path.parent
+    problems: list[str] = []
+    set_values: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.append(f"--set must be key=value, got {item!r}; fix: --set steps=1000")
+            continue
+        origin[key] = "--set"
+        if key not in config_keys():
+            set_values[key] = raw
+            continue
+        value, problem = _coerce(key, raw.strip())
+        if problem:
+            problems.append(problem)
+        else:
+            set_values[key] = value
+    unknown = {k: origin[k] for k in (*values, *set_values) if k not in config_keys()}
+    if unknown:
+        raise ConfigError(_unknown_message("load_config", unknown))
+    if problems:
+        raise ConfigError(_join("load_config", problems))
+    values = {k: _resolve_path(k, v, base_dir) for k, v in values.items()}
+    values.update({k: _resolve_path(k, v, Path.cwd()) for k, v in set_values.items()})
+    if objective:
+        given = values.get("objective", objective)
+        if given != objective:
+            raise ConfigError(f"load_config: objective must match the subcommand {objective!r}, got {given!r} "
+                              f"from {origin['objective']}; fix: remove objective from the config or run "
+                              f"vitruvian-train {given}")
+        values["objective"] = objective
+    return TrainConfig(**values)
+
+
+# ---------------------------------------------------------------------------------------------------
+# helpers: types, constraints, messages
+
+
+@functools.cache
+def _type_hints() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def _objective_names() -> tuple[str, ...]:
+    """The ENGINE registry's names, or () while ``trainers.objectives`` does not exist."""
+    try:
+        from .objectives import objective_names
+    except ModuleNotFoundError as e:  # only the registry itself missing; a broken dependency still raises
+        if e.name and e.name.endswith("trainers.objectives"):
+            return ()
+        raise
+    return tuple(objective_names())
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])} values"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def _check_type(key: str, value: Any, tp: Any) -> tuple[Any, str | None]:
+    """``(normalised value, None)`` or ``(value, problem)``; never converts between kinds (str -> int)."""
+    if typing.get_origin(tp) is tuple:
+        (item_tp, *_) = typing.get_args(tp)
+        if isinstance(value, (list, tuple)):
+            items = [_check_type(key, v, item_tp) for v in value]
+            if all(p is None for _, p in items):
+                return tuple(v for v, _ in items), None
+        return value, f"{key} must be {_type_name(tp)}, got {value!r}"
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value), None
+    ok = isinstance(value, tp) and not (tp is int and isinstance(value, bool))
+    return value, None if ok else f"{key} must be {_type_name(tp)}, got {type(value).__name__} {value!r}"
+
+
+def _check_constraints(f: dataclasses.Field, value: Any) -> str | None:
+    m = f.metadata
+    kind = "an integer" if isinstance(value, int) else "a number"
+    if m["required"] and value == "":
+        return f"{f.name} must be set ({m['help'].rstrip('.')}), got ''"
+    if m["choices"] and value not in m["choices"]:
+        return f"{f.name} must be one of {', '.join(map(repr, m['choices']))}, got {value!r}"
+    if m["ge"] is not None and m["lt"] is not None and not m["ge"] <= value < m["lt"]:
+        return f"{f.name} must be {kind} in [{m['ge']}, {m['lt']}), got {value!r}"
+    if m["ge"] is not None and value < m["ge"]:
+        return f"{f.name} must be {kind} >= {m['ge']}, got {value!r}"
+    if m["gt"] is not None and not value > m["gt"]:
+        return f"{f.name} must be {kind} > {m['gt']}, got {value!r}"
+    if m["multiple_of"] is not None and value % m["multiple_of"]:
+        return f"{f.name} must be a multiple of {m['multiple_of']}, got {value!r}"
+    if isinstance(value, float) and value != value:  # NaN passes every comparison above
+        return f"{f.name} must be a number, got nan"
+    return None
+
+
+def _fix(f: dataclasses.Field) -> str:
+    if f.metadata["required"]:
+        return f"--set {f.name}=... or {f.name} = \"...\" in the config file"
+    default = ",".join(f.default) if isinstance(f.default, tuple) else _show(f.default)
+    return f"--set {f.name}=<value> (default {default})"
+
+
+def _show(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _coerce(key: str, raw: str) -> tuple[Any, str | None]:
+    """Parse one ``--set`` string by the field's type: ``(value, None)`` or ``(None, problem)``."""
+    tp = _type_hints()[key]
+    bad = f"--set {key}={raw}: {key} must be {_type_name(tp)}, got {raw!r}"
+    if typing.get_origin(tp) is tuple:
+        parts = [p.strip() for p in raw.split(",")] if raw else []
+        out = [_coerce_scalar(typing.get_args(tp)[0], p) for p in parts]
+        return (None, bad) if any(o is _BAD for o in out) else (tuple(out), None)
+    value = _coerce_scalar(tp, raw)
+    return (None, bad) if value is _BAD else (value, None)
+
+
+_BAD = object()
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _coerce_scalar(tp: Any, raw: str) -> Any:
+    try:
+        if tp is bool:
+            low = raw.lower()
+            return True if low in _TRUE else False if low in _FALSE else _BAD
+        if tp is int:
+            return int(raw)
+        if tp is float:
+            return float(raw)
+    except ValueError:
+        return _BAD
+    return raw
+
+
+def _resolve_path(key: str, value: Any, base_dir: Path) -> Any:
+    f = _FIELDS.get(key)
+    if f is None or not f.metadata["path"] or not isinstance(value, str):
+        return value
+    if value == "" or value in f.metadata["keywords"]:
+        return value
+    return os.path.normpath(os.path.join(base_dir, os.path.expanduser(value)))
+
+
+def _unknown_message(where: str, unknown: Mapping[str, str]) -> str:
+    lines = []
+    for key, src in unknown.items():
+        close = difflib.get_close_matches(key, config_keys(), n=1)
+        lines.append(f"{key!r} (from {src})" + (f", did you mean {close[0]!r}?" if close else ""))
+    return (f"{where}: keys must be TrainConfig settings, got unknown key(s) {'; '.join(lines)}\n"
+            f"valid keys: {', '.join(config_keys())}\nfix: see vitruvian-train --help for each key")
+
+
+def _join(where: str, problems: list[str]) -> str:
+    if len(problems) == 1:
+        return f"{where}: {problems[0]}"
+    return f"{where}: {len(problems)} invalid settings:\n  " + "\n  ".join(problems)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
