@@ -6,7 +6,7 @@ makes an upstream rename a one-file fix. Node modules do ``from ._comfy import i
 
 from comfy_api.latest import ComfyExtension, io, ui  # noqa: F401  (re-exported)
 
-__all__ = ["ComfyExtension", "io", "ui", "POSE", "CATEGORY"]
+__all__ = ["ComfyExtension", "io", "ui", "POSE", "POSE_KEYPOINT", "REGIONS", "CATEGORY", "category"]
 
 CATEGORY = "Vitruvian"
 
@@ -14,6 +14,10 @@ CATEGORY = "Vitruvian"
 POSE = io.Custom("VITRUVIAN_POSE")
 #: comfyui_controlnet_aux's keypoint type: a list (one dict per image) of OpenPose-style people.
 POSE_KEYPOINT = io.Custom("POSE_KEYPOINT")
+#: Face / hand / person regions per image (:class:`vitruvian.core.regions.RegionBatch`).
+REGIONS = io.Custom("VITRUVIAN_REGIONS")
+#: Impact Pack's segments type, for interop when Impact is installed.
+SEGS = io.Custom("SEGS")
 
 
 def category(area: str) -> str:
