@@ -6,7 +6,7 @@ makes an upstream rename a one-file fix. Node modules do ``from ._comfy import i
 
 from comfy_api.latest import ComfyExtension, io, ui  # noqa: F401  (re-exported)
 
-__all__ = ["ComfyExtension", "io", "ui", "POSE", "POSE_KEYPOINT", "REGIONS", "CATEGORY", "category"]
+__all__ = ["ComfyExtension", "io", "ui", "POSE", "POSE_KEYPOINT", "REGIONS", "SEGS", "POSE_ADAPTER", "CATEGORY", "category"]
 
 CATEGORY = "Vitruvian"
 
@@ -18,6 +18,8 @@ POSE_KEYPOINT = io.Custom("POSE_KEYPOINT")
 REGIONS = io.Custom("VITRUVIAN_REGIONS")
 #: Impact Pack's segments type, for interop when Impact is installed.
 SEGS = io.Custom("SEGS")
+#: A loaded pose-graph adapter, ready to apply (``nodes.pose_adapter.PoseGraphControl`` without a pose).
+POSE_ADAPTER = io.Custom("VITRUVIAN_POSE_ADAPTER")
 
 
 def category(area: str) -> str:
