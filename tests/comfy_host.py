@@ -175,6 +175,10 @@ class ComfyHost:
             for name, sub in {
                 "custom_nodes": "custom", "checkpoints": "models/checkpoints", "loras": "models/loras",
                 "input": "input", "output": "output", "temp": "temp", "user": "user",
+                # the pack's own model folders, so shipped workflows can name files placed there
+                "vitruvian_pose_adapters": "models/vitruvian/pose_adapters",
+                "vitruvian_detectors": "models/vitruvian/detectors",
+                "vitruvian_scorers": "models/vitruvian/scorers",
             }.items()
         }
         self.log_path = self.workdir / "comfyui.log"
@@ -212,6 +216,7 @@ class ComfyHost:
             "custom_nodes": str(self.folders["custom_nodes"]),
             "checkpoints": str(self.folders["checkpoints"]),
             "loras": str(self.folders["loras"]),
+            **{name: str(self.folders[name]) for name in self.folders if name.startswith("vitruvian_")},
         }}
         (self.workdir / "extra_model_paths.yaml").write_text(json.dumps(config, indent=2), encoding="utf-8")
 

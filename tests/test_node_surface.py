@@ -2,7 +2,10 @@
 
 ``tests/node_surface.json`` is a snapshot of ``/object_info`` for the pack's nodes (``pack``) and for the
 built-in ComfyUI nodes our workflows use (``builtins``): node id → {category, inputs: {required: {name:
-type}, optional: {name: type}} in widget order, outputs: [types]}.
+type}, optional: {name: type}} in widget order, outputs: [types], widgets: the frontend's widget layout
+(``tools/workflow_convert.py``: the order of ``widgets_values`` in UI workflows)}; pack nodes also carry
+``doc`` (display name, description, output names, per-input tooltip/default/range/options), from which
+``tools/gen_node_reference.py`` writes ``docs/nodes.md``.
 
 - With a host: the live pack must equal the snapshot. A removed/renamed node or input, a changed type, a
   reordered input (UI workflows store widget values by position) or a new required input is a breaking
@@ -10,13 +13,16 @@ type}, optional: {name: type}} in widget order, outputs: [types]}.
   snapshot: re-generate it with ``VITRUVIAN_UPDATE_SURFACE=1 pytest tests/test_node_surface.py`` (refuses
   breaking changes; ``VITRUVIAN_UPDATE_SURFACE=force`` accepts them too: only for nodes never released).
 - Without a host: every ``workflows/*.api.json`` uses only node ids and input names in the snapshot, gives
-  every required input, and links outputs to inputs of the same type.
+  every required input, links outputs to inputs of the same type, and gives widget inputs values of their
+  type (INT an int, FLOAT a number, BOOLEAN a bool, STRING a string).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,21 +41,41 @@ BASE_BUILTINS = (
 PACK_PREFIX = "Vitruvian"
 
 
+def _tool(name: str):
+    """``tools/<name>.py`` as a module (tools/ is not a package; each is loaded once, by path)."""
+    module_name = f"vitruvian_tools_{name}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, REPO_ROOT / "tools" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
+
+
+def converter():
+    """``tools/workflow_convert.py`` (UI ↔ API workflows, widget layouts)."""
+    return _tool("workflow_convert")
+
+
 def _type_name(spec) -> str:
     """An input/output type as /object_info gives it: a V1 combo is a list of options → "COMBO"."""
     kind = spec[0] if isinstance(spec, (list, tuple)) and spec else spec
     return "COMBO" if isinstance(kind, (list, tuple)) else str(kind)
 
 
-def describe(entry: dict) -> dict:
-    """Snapshot form of one ``/object_info`` entry."""
+def describe(entry: dict, *, doc: bool = False) -> dict:
+    """Snapshot form of one ``/object_info`` entry (with ``doc``: also its documentation, for pack nodes)."""
     inputs = {}
     order = entry.get("input_order") or {k: list(v) for k, v in entry.get("input", {}).items()}
     for section in ("required", "optional"):
         specs = entry.get("input", {}).get(section) or {}
         inputs[section] = {name: _type_name(specs[name]) for name in order.get(section, specs) if name in specs}
     outputs = [("COMBO" if isinstance(t, (list, tuple)) else str(t)) for t in entry.get("output", [])]
-    return {"category": entry.get("category", ""), "inputs": inputs, "outputs": outputs}
+    described = {"category": entry.get("category", ""), "inputs": inputs, "outputs": outputs,
+                 "widgets": converter().widget_slots(entry)}
+    if doc:
+        described["doc"] = _tool("gen_node_reference").documentation(entry)
+    return described
 
 
 def compare(old: dict, new: dict) -> tuple[list[str], list[str]]:
@@ -90,6 +116,18 @@ def compare(old: dict, new: dict) -> tuple[list[str], list[str]]:
             breaking.append(f"{node}: outputs {before['outputs']} → {after['outputs']} (append new outputs only)")
         elif len(after["outputs"]) > len(before["outputs"]):
             additive.append(f"{node}: outputs appended {after['outputs'][len(before['outputs']):]}")
+        if "widgets" in before and "widgets" in after and before["widgets"] != after["widgets"]:
+            if after["widgets"][: len(before["widgets"])] != before["widgets"]:
+                breaking.append(f"{node}: widget layout {before['widgets']} → {after['widgets']} (UI workflows "
+                                f"store widget values by position; a new forceInput, control_after_generate or "
+                                f"upload widget shifts them)")
+            else:
+                additive.append(f"{node}: widgets appended {after['widgets'][len(before['widgets']):]}")
+        elif "widgets" in after and "widgets" not in before:
+            additive.append(f"{node}: widget layout not yet recorded")
+        if before.get("doc") != after.get("doc") and "doc" in after:
+            additive.append(f"{node}: documentation changed (display name, description, tooltips, defaults, "
+                            f"ranges or options; docs/nodes.md is generated from it)")
     return breaking, additive
 
 
@@ -132,7 +170,23 @@ def workflow_problems(prompt: dict, known: dict) -> list[str]:
                 if "*" not in (have, want) and have not in want.split(",") and want not in have.split(","):
                     problems.append(f"node {node_id} ({kind}): input {name!r} wants {want}, linked to {have} "
                                     f"(output {value[1]} of node {value[0]}, {source})")
+            elif not _value_fits(allowed[name], value):
+                problems.append(f"node {node_id} ({kind}): input {name!r} is {allowed[name]}, got "
+                                f"{type(value).__name__} {json.dumps(value)[:60]}")
     return problems
+
+
+def _value_fits(kind: str, value) -> bool:
+    """Whether a literal widget value has the type ComfyUI expects (other types are not checked here)."""
+    if kind == "INT":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "FLOAT":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "BOOLEAN":
+        return isinstance(value, bool)
+    if kind == "STRING":
+        return isinstance(value, str)
+    return True
 
 
 # -------------------------------------------------------------------------------------- without a host
@@ -143,8 +197,11 @@ def test_snapshot_is_well_formed():
     assert SURFACE_FILE.is_file(), f"{SURFACE_FILE} is missing; create it with VITRUVIAN_UPDATE_SURFACE=1 and a host"
     assert set(surface) >= {"pack", "builtins"}
     for node, entry in {**surface["pack"], **surface["builtins"]}.items():
-        assert set(entry) == {"category", "inputs", "outputs"}, node
+        assert {"category", "inputs", "outputs"} <= set(entry) <= {"category", "inputs", "outputs", "widgets", "doc"}, node
         assert set(entry["inputs"]) <= {"required", "optional"}, node
+        names = {n for section in entry["inputs"].values() for n in section}
+        for slot in entry.get("widgets", []):
+            assert slot.split(".")[0] in names, f"{node}: widget {slot!r} is not one of its inputs"
     for node, entry in surface["pack"].items():
         assert node.startswith(PACK_PREFIX), f"pack node id {node!r} must start with {PACK_PREFIX!r}"
         assert entry["category"].startswith(f"{PACK_PREFIX}/"), f"{node}: category {entry['category']!r}"
@@ -197,13 +254,37 @@ def test_workflow_problems_catches_mistakes():
         assert expected in problems
 
 
+def test_compare_widget_layout_and_doc():
+    old = {"VitruvianA": {"category": "Vitruvian/x", "outputs": [], "widgets": ["seed", "seed.control_after_generate"],
+                          "inputs": {"required": {"seed": "INT"}, "optional": {}}, "doc": {"display_name": "A"}}}
+    shifted = json.loads(json.dumps(old))
+    shifted["VitruvianA"]["widgets"] = ["seed"]  # control_after_generate disabled: later values shift
+    assert any("widget layout" in b for b in compare(old, shifted)[0])
+    appended = json.loads(json.dumps(old))
+    appended["VitruvianA"]["widgets"].append("k")
+    appended["VitruvianA"]["inputs"]["optional"]["k"] = "INT"
+    assert compare(old, appended)[0] == [] and "VitruvianA: widgets appended ['k']" in compare(old, appended)[1]
+    retitled = json.loads(json.dumps(old))
+    retitled["VitruvianA"]["doc"]["display_name"] = "B"
+    assert compare(old, retitled)[0] == [] and any("documentation changed" in a for a in compare(old, retitled)[1])
+
+
+def test_workflow_problems_checks_widget_value_types():
+    known = {"N": {"category": "", "outputs": [], "inputs": {"required": {"n": "INT", "x": "FLOAT", "b": "BOOLEAN",
+                                                                          "s": "STRING"}}}}
+    good = {"1": {"class_type": "N", "inputs": {"n": 3, "x": 1, "b": True, "s": ""}}}
+    assert workflow_problems(good, known) == []
+    bad = {"1": {"class_type": "N", "inputs": {"n": 3.5, "x": "1", "b": 1, "s": 5}}}
+    assert len(workflow_problems(bad, known)) == 4
+
+
 # -------------------------------------------------------------------------------------- with the host
 
 
 @pytest.mark.comfy
 def test_pack_surface_matches_snapshot(comfy_host):
     info = comfy_host.object_info()
-    live = {node: describe(entry) for node, entry in sorted(comfy_host.pack_nodes(info).items())}
+    live = {node: describe(entry, doc=True) for node, entry in sorted(comfy_host.pack_nodes(info).items())}
     surface = load_surface()
     breaking, additive = compare(surface["pack"], live)
     mode = os.environ.get("VITRUVIAN_UPDATE_SURFACE", "")
@@ -216,6 +297,7 @@ def test_pack_surface_matches_snapshot(comfy_host):
         names = sorted((set(BASE_BUILTINS) | used | set(surface["builtins"])) - set(live))
         builtins = {name: describe(info[name]) for name in names if name in info}
         _write_surface({"comfyui": _comfyui_version(comfy_host), "pack": live, "builtins": builtins})
+        _write_node_reference()
         return
     text = ""
     if breaking:
@@ -236,8 +318,12 @@ def test_builtins_in_snapshot_exist_in_host(comfy_host):
         if name not in info:
             problems.append(f"{name}: not in this ComfyUI")
             continue
-        live = describe(info[name])["inputs"]
+        described = describe(info[name])
+        live = described["inputs"]
         live_names = {**live.get("required", {}), **live.get("optional", {})}
+        if "widgets" in entry and entry["widgets"] != described["widgets"]:
+            problems.append(f"{name}: widget layout {described['widgets']} in this ComfyUI, {entry['widgets']} in "
+                            f"the snapshot (UI workflows store widget values by position)")
         for section in ("required", "optional"):
             for input_name in entry["inputs"].get(section, {}):
                 if input_name not in live_names:
@@ -251,6 +337,11 @@ def _comfyui_version(host) -> str:
         return text.split("=", 1)[1].strip().strip("\"'")
     except (OSError, IndexError):
         return "unknown"
+
+
+def _write_node_reference() -> None:
+    """Regenerate ``docs/nodes.md`` from the new snapshot (``tools/gen_node_reference.py``)."""
+    _tool("gen_node_reference").main(["--write"])
 
 
 def _write_surface(surface: dict) -> None:

@@ -3,7 +3,7 @@
 Host tests use the session fixture ``comfy_host`` (``tests/conftest.py``) and skip with a printed reason when
 there is no ComfyUI host. Shipped API workflows are run with three test-time rewrites, so that a user-sized
 workflow finishes on a 2-core CPU: every ``ckpt_name`` becomes the tiny checkpoint, KSampler steps are capped
-at 2 and EmptyLatentImage at 64x64. File inputs (an image or a pose file named in the workflow) are copied
+at 2 and EmptyLatentImage at 64x64, a pose adapter becomes a zero-init one for the tiny checkpoint. File inputs (an image or a pose file named in the workflow) are copied
 into the host's input folder from ``workflows/``, ``workflows/assets/``, ``example_workflows/`` or
 ``tests/data/``. A workflow whose file name starts with ``_`` is not run.
 """
@@ -76,6 +76,17 @@ def _find_asset(name: str) -> Path | None:
     return None
 
 
+def _zero_pose_adapter(checkpoint: Path, workdir: Path) -> Path:
+    """A zero-initialised pose-graph adapter for ``checkpoint``, built once per host work dir."""
+    path = Path(workdir) / "assets" / "zero_pose_adapter.safetensors"
+    if not path.exists():
+        from vitruvian.core.pose_adapter.io import init_pose_adapter, save_pose_adapter
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_pose_adapter(path, init_pose_adapter(checkpoint, seed=0), source="tiny")
+    return path
+
+
 def prepare_workflow(prompt: dict, host, checkpoint: Path) -> dict:
     """The test-time rewrites described in the module docstring; returns a new prompt."""
     prompt = copy.deepcopy(prompt)
@@ -83,6 +94,10 @@ def prepare_workflow(prompt: dict, host, checkpoint: Path) -> dict:
         inputs = node.get("inputs", {})
         if "ckpt_name" in inputs:
             inputs["ckpt_name"] = host.place(checkpoint, "checkpoints")
+        if node.get("class_type") == "VitruvianLoadPoseAdapter":
+            # an untrained (zero-init) adapter made for the tiny checkpoint, under the workflow's file name
+            inputs["adapter_name"] = host.place(_zero_pose_adapter(checkpoint, host.workdir),
+                                                "vitruvian_pose_adapters", inputs["adapter_name"])
         if node.get("class_type") in ("KSampler", "KSamplerAdvanced") and isinstance(inputs.get("steps"), int):
             inputs["steps"] = min(inputs["steps"], 2)
         if node.get("class_type") == "EmptyLatentImage":
@@ -101,7 +116,10 @@ def prepare_workflow(prompt: dict, host, checkpoint: Path) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("path", api_workflows(), ids=lambda p: p.name)
 def test_workflow_runs(comfy_host, tiny_checkpoint, path):
-    prompt = prepare_workflow(json.loads(path.read_text(encoding="utf-8")), comfy_host, tiny_checkpoint)
+    from ..fuzz.cases import cheapen  # the generic CPU caps (steps, sizes, variants) the browser test uses too
+
+    prompt = cheapen(prepare_workflow(json.loads(path.read_text(encoding="utf-8")), comfy_host, tiny_checkpoint),
+                     comfy_host.object_info())
     outputs = comfy_host.run_workflow(prompt, timeout=600)
     files = comfy_host.output_files(outputs)
     missing = [str(f) for f in files if not f.is_file()]

@@ -1,0 +1,258 @@
+"""Write the pack's node reference, ``docs/nodes.md``, from the node schemas; in ``README.md``, the gallery
+of shipped workflows (one screenshot each) and the trainer CLI reference (``python -m vitruvian.trainers
+--help``), each between its two marker comments.
+
+The node reference is generated from the node-surface snapshot ``tests/node_surface.json`` (its pack
+entries carry ``doc``: display name, description, output names, per-input tooltip/default/range/options,
+taken from ComfyUI's ``/object_info`` by :func:`documentation`), or from a live ``/object_info`` (``--url``).
+``VITRUVIAN_UPDATE_SURFACE=1 pytest tests/test_node_surface.py`` refreshes the snapshot and this file
+together; ``tests/workflows/test_docs.py`` fails when either reference is stale. Stdlib only::
+
+    python tools/gen_node_reference.py --write          # docs/nodes.md + README's workflow gallery
+    python tools/gen_node_reference.py --write --cli    # also README's trainer CLI block (runs the CLI)
+    python tools/gen_node_reference.py --check [--cli]  # exit 1 when any of them is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+__all__ = ["documentation", "render_nodes", "render_gallery", "render_cli", "cli_help", "replace_block", "main"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SURFACE_FILE = REPO_ROOT / "tests" / "node_surface.json"
+NODES_MD = REPO_ROOT / "docs" / "nodes.md"
+README = REPO_ROOT / "README.md"
+CLI_BEGIN, CLI_END = "<!-- BEGIN trainer-cli (tools/gen_node_reference.py --cli) -->", "<!-- END trainer-cli -->"
+GALLERY_BEGIN, GALLERY_END = "<!-- BEGIN workflows (tools/gen_node_reference.py) -->", "<!-- END workflows -->"
+UI_ONLY_NODES = ("Note", "MarkdownNote", "Reroute", "PrimitiveNode")
+#: Widget options a reader needs to fill the widget.
+DOC_OPTIONS = ("default", "min", "max", "step", "multiline")
+_FILE_LIKE = re.compile(r"[/\\]|\.[A-Za-z][A-Za-z0-9]{0,11}$")
+PACK_MODULE = "custom_nodes.ComfyUI-Vitruvian"
+
+
+def documentation(entry: dict) -> dict:
+    """The ``doc`` part of a snapshot entry, from one ``/object_info`` entry.
+
+    Combo options are kept only when they are a fixed list: lists of files (or a lone placeholder such as
+    "none") depend on what is installed, so they would make the snapshot machine-dependent.
+    """
+    inputs = entry.get("input") or {}
+    order = entry.get("input_order") or {section: list(inputs.get(section) or {}) for section in inputs}
+    documented = {}
+    for section in ("required", "optional"):
+        specs = inputs.get(section) or {}
+        for name in order.get(section, specs):
+            if name not in specs:
+                continue
+            spec = specs[name]
+            options = spec[1] if isinstance(spec, (list, tuple)) and len(spec) > 1 and isinstance(spec[1], dict) else {}
+            item = {key: options[key] for key in ("tooltip", *DOC_OPTIONS) if key in options}
+            choices = spec[0] if isinstance(spec[0], list) else options.get("options")
+            if isinstance(choices, list) and len(choices) >= 2 and not any(
+                    _FILE_LIKE.search(str(choice)) for choice in choices):
+                item["options"] = list(choices)
+            documented[name] = {k: v for k, v in item.items() if not (isinstance(v, float) and not math.isfinite(v))}
+    return {
+        "display_name": entry.get("display_name") or "",
+        "description": entry.get("description") or "",
+        "output_names": list(entry.get("output_name") or []),
+        "output_node": bool(entry.get("output_node")),
+        "inputs": documented,
+    }
+
+
+# ------------------------------------------------------------------------------------------ rendering
+
+
+def _cell(text) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _value(value) -> str:
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "…"
+        return f"`{json.dumps(shown)}`" if shown else '`""`'
+    return f"`{json.dumps(value)}`"
+
+
+def _range(item: dict) -> str:
+    if "options" in item:
+        return " · ".join(f"`{option}`" for option in item["options"])
+    low, high = item.get("min"), item.get("max")
+    if low is None and high is None:
+        return ""
+    text = f"{_value(low) if low is not None else '…'} … {_value(high) if high is not None else '…'}"
+    return text + (f", step {item['step']}" if "step" in item else "")
+
+
+def render_nodes(pack: dict, comfyui: str = "") -> str:
+    """Markdown for the pack's nodes (node id → snapshot entry with ``doc``), grouped by category."""
+    by_category: dict[str, list[str]] = {}
+    for node_id in sorted(pack, key=lambda n: (pack[n].get("category", ""), n)):
+        by_category.setdefault(pack[node_id].get("category", ""), []).append(node_id)
+    lines = ["# Node reference", "",
+             "Generated by `python tools/gen_node_reference.py` from the node schemas (`tests/node_surface.json`, "
+             f"a snapshot of ComfyUI{' ' + comfyui if comfyui else ''}'s `/object_info`). Do not edit by hand: "
+             "`VITRUVIAN_UPDATE_SURFACE=1 pytest tests/test_node_surface.py` refreshes both.", "",
+             f"{len(pack)} nodes. Inputs marked *optional* may be left unconnected; node ids never change, so "
+             "saved workflows keep working.", ""]
+    for category, node_ids in by_category.items():
+        anchor = re.sub(r"[^a-z0-9-]", "", category.lower().replace("/", "").replace(" ", "-"))
+        lines.append(f"- [{category}](#{anchor}): " + ", ".join(f"`{n}`" for n in node_ids))
+    for category, node_ids in by_category.items():
+        lines += ["", f"## {category}"]
+        for node_id in node_ids:
+            lines += _render_node(node_id, pack[node_id])
+    return "\n".join(lines) + "\n"
+
+
+def _render_node(node_id: str, entry: dict) -> list[str]:
+    doc = entry.get("doc") or {}
+    title = doc.get("display_name") or node_id
+    lines = ["", f"### {title}", "", f"`{node_id}`" + (" · output node (runs even when nothing uses its outputs)"
+                                                      if doc.get("output_node") else "")]
+    if doc.get("description"):
+        lines += ["", _cell(doc["description"])]
+    lines += ["", "| input | type | default | range / options | what it does |", "|---|---|---|---|---|"]
+    for section in ("required", "optional"):
+        for name, kind in entry.get("inputs", {}).get(section, {}).items():
+            item = (doc.get("inputs") or {}).get(name, {})
+            shown = f"`{name}`" + (" *optional*" if section == "optional" else "")
+            kind_text = kind + (" (multiline)" if item.get("multiline") else "")
+            default = _value(item["default"]) if "default" in item else ""
+            lines.append(f"| {shown} | {kind_text} | {default} | {_range(item)} | {_cell(item.get('tooltip', ''))} |")
+    names = doc.get("output_names") or []
+    outputs = [f"`{names[i] if i < len(names) else i}` ({kind})" for i, kind in enumerate(entry.get("outputs", []))]
+    lines += ["", "Outputs: " + (", ".join(outputs) if outputs else "none")]
+    return lines
+
+
+# ------------------------------------------------------------------------------------------ trainer CLI
+
+
+def cli_help(python: str = sys.executable) -> str:
+    """``python -m vitruvian.trainers --help`` at a fixed width (80 columns)."""
+    env = {**os.environ, "COLUMNS": "80"}
+    done = subprocess.run([python, "-m", "vitruvian.trainers", "--help"], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=REPO_ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"`python -m vitruvian.trainers --help` failed ({done.returncode}): {done.stderr[-800:]}")
+    return done.stdout.rstrip() + "\n"
+
+
+def render_cli(help_text: str) -> str:
+    return f"{CLI_BEGIN}\n```text\n$ vitruvian-train --help\n{help_text}```\n{CLI_END}"
+
+
+def render_gallery(workflows: dict[str, dict], pack: dict) -> str:
+    """README block: per UI workflow (name → UI JSON), the nodes it chains, its files and its screenshot
+    (``docs/screenshots/<name>.png``, written by the browser test)."""
+    lines = [GALLERY_BEGIN]
+    for name, workflow in sorted(workflows.items()):
+        nodes = sorted((n for n in workflow.get("nodes", []) if n.get("type") not in UI_ONLY_NODES),
+                       key=lambda n: (n.get("order", 0), n.get("id", 0)))
+        titles = []
+        for node in nodes:
+            doc = (pack.get(node.get("type")) or {}).get("doc") or {}
+            title = node.get("title") or doc.get("display_name") or node.get("type")
+            if title not in titles:
+                titles.append(title)
+        lines += ["", f"### {name}", "", " → ".join(titles), "",
+                  f"[UI workflow](example_workflows/{name}.json) (also in ComfyUI's template browser) · "
+                  f"[API workflow](workflows/{name}.api.json) (for `POST /prompt`)", "",
+                  f"![{name} in ComfyUI](docs/screenshots/{name}.png)"]
+    return "\n".join(lines + ["", GALLERY_END])
+
+
+def replace_block(text: str, block: str, begin: str = CLI_BEGIN, end: str = CLI_END) -> str:
+    """``text`` with the marked block (``begin`` … ``end``) replaced by ``block``; ValueError when the
+    markers are missing."""
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"README.md has no {begin!r} … {end!r} block; add the two markers where it belongs")
+    return text[:start] + block + text[stop + len(end):]
+
+
+def ui_workflows() -> dict[str, dict]:
+    """Shipped UI workflows (``example_workflows/*.json`` without the ``_`` work-in-progress ones)."""
+    return {p.stem: json.loads(p.read_text(encoding="utf-8"))
+            for p in sorted((REPO_ROOT / "example_workflows").glob("*.json")) if not p.name.startswith("_")}
+
+
+# ------------------------------------------------------------------------------------------ command line
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _pack_from_url(url: str) -> tuple[dict, str]:
+    """Snapshot-like pack entries from a live server (category, inputs by section, outputs, doc)."""
+    with urllib.request.urlopen(url.rstrip("/") + "/object_info", timeout=120) as answer:
+        info = json.loads(answer.read())
+    pack = {}
+    for node_id, entry in info.items():
+        if entry.get("python_module") != PACK_MODULE:
+            continue
+        inputs = {}
+        for section in ("required", "optional"):
+            specs = (entry.get("input") or {}).get(section) or {}
+            order = (entry.get("input_order") or {}).get(section, list(specs))
+            inputs[section] = {n: ("COMBO" if isinstance(specs[n][0], list) else str(specs[n][0]))
+                               for n in order if n in specs}
+        pack[node_id] = {"category": entry.get("category", ""), "inputs": inputs,
+                         "outputs": [("COMBO" if isinstance(t, list) else str(t)) for t in entry.get("output", [])],
+                         "doc": documentation(entry)}
+    return pack, ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gen_node_reference", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help="read a running ComfyUI's /object_info instead of the snapshot")
+    parser.add_argument("--cli", action="store_true", help="also the trainer CLI block in README.md")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="write the files (default: print docs/nodes.md)")
+    mode.add_argument("--check", action="store_true", help="exit 1 when a written file is stale")
+    args = parser.parse_args(argv)
+
+    if args.url:
+        pack, comfyui = _pack_from_url(args.url)
+    else:
+        surface = json.loads(SURFACE_FILE.read_text(encoding="utf-8"))
+        pack, comfyui = surface.get("pack", {}), surface.get("comfyui", "")
+    nodes_md = render_nodes(pack, comfyui)
+    readme = README.read_text(encoding="utf-8")
+    new_readme = replace_block(readme, render_gallery(ui_workflows(), pack), GALLERY_BEGIN, GALLERY_END)
+    if args.cli:
+        new_readme = replace_block(new_readme, render_cli(cli_help()))
+    if args.check:
+        stale = [str(p.relative_to(REPO_ROOT)) for p, new in ((NODES_MD, nodes_md), (README, new_readme))
+                 if not p.is_file() or p.read_text(encoding="utf-8") != new]
+        print("stale: " + ", ".join(stale) if stale else "up to date")
+        return 1 if stale else 0
+    if args.write:
+        _atomic_write(NODES_MD, nodes_md)
+        if new_readme != readme:
+            _atomic_write(README, new_readme)
+        print(f"wrote {NODES_MD.relative_to(REPO_ROOT)} and README.md's workflow gallery"
+              + (" and trainer CLI reference" if args.cli else ""))
+        return 0
+    sys.stdout.write(nodes_md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
