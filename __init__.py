@@ -9,7 +9,7 @@ are loaded only when ComfyUI asks for the node list.
 
 __version__ = "0.1.0"
 
-WEB_DIRECTORY = None  # set to "./web" once the pack ships front-end code
+WEB_DIRECTORY = "./web"  # the training-jobs panel (web/vitruvian_jobs.js)
 
 
 async def comfy_entrypoint():

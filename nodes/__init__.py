@@ -11,7 +11,7 @@ from ._comfy import ComfyExtension
 __all__ = ["NODE_MODULES", "node_classes", "extension"]
 
 #: Feature-area modules, in menu order. Each defines ``NODES: list[type[io.ComfyNode]]``.
-NODE_MODULES = ("pose",)
+NODE_MODULES = ("pose", "regions", "scoring", "pose_adapter", "refine", "pairs", "train")
 
 log = logging.getLogger("vitruvian")
 

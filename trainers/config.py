@@ -44,6 +44,12 @@ GROUPS = {
     "optim": "optimisation",
     "dpo": "DPO",
     "output": "checkpoints and logs",
+    "regions": "region masks (mpd, face-guidance)",
+    "patch": "patch-dpo",
+    "mpd": "mpd (FairHuman)",
+    "guidance": "face-guidance (FaceScore v1)",
+    "hgdpo": "hg-dpo (curriculum)",
+    "scorer": "train-scorer",
 }
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -137,6 +143,59 @@ class TrainConfig:
                                      group="output", ge=1)
     log_every: int = _setting(10, "Append a progress.jsonl line every N optimizer steps.", group="output", ge=1)
 
+    # region masks (mpd, face-guidance); see docs/methods.md
+    mask_dilate: float = _setting(16.0, "Pixels added on every side of each face/hand box before it becomes a "
+                                  "latent mask (FairHuman: 16).", group="regions", ge=0)
+    mask_scale: float = _setting(5.0, "Factor on the residual inside a face/hand mask (FairHuman: 5, i.e. 25 on "
+                                 "the squared error).", group="regions", gt=0)
+    mask_norm: str = _setting("all", "Masked losses divided by all latent elements ('all', FairHuman) or by the "
+                              "mask area ('mask').", group="regions", choices=("all", "mask"))
+    # patch-dpo
+    patch_form: str = _setting("weighted", "weighted: PatchDPO's released patch-weighted denoising loss; dpo: "
+                               "Diffusion-DPO with per-pixel weights before the reduction.", group="patch",
+                               choices=("weighted", "dpo"))
+    patch_norm: str = _setting("all", "Patch-weighted errors divided by all latent elements ('all', released) or "
+                               "by the weight sum ('mask').", group="patch", choices=("all", "mask"))
+    # mpd
+    mpd_combiner: str = _setting("mpd", "How global/face/hand losses combine: mpd (alpha-fair gradient weights) or "
+                                 "sum.", group="mpd", choices=("mpd", "sum"))
+    mpd_alpha: float = _setting(2.0, "alpha of the alpha-fair combination (2 = Minimum Potential Delay).",
+                                group="mpd", gt=0)
+    mpd_every: int = _setting(1, "Re-solve the MPD weights every N steps; in between one backward of the weighted "
+                              "sum with the last weights (1 = official cost).", group="mpd", ge=1)
+    # face-guidance
+    guidance_lambda: float = _setting(1.0, "lambda: weight of the ordinary denoising loss on the good image next to "
+                                      "the guidance loss.", group="guidance", ge=0)
+    guidance_masked: bool = _setting(True, "Restrict the guidance loss (bad latent -> eps*) to the face boxes.",
+                                     group="guidance")
+    # hg-dpo
+    hg_stages: tuple[str, ...] = _setting(("easy", "normal", "hard"), "Curriculum stages in order (easy, normal, "
+                                          "hard).", group="hgdpo")
+    hg_stage_steps: tuple[int, ...] = _setting((), "Optimizer steps per stage (empty = steps for each).",
+                                               group="hgdpo")
+    hg_pool_size: int = _setting(4, "Samples generated per prompt for a stage's pool (paper: 8).", group="hgdpo",
+                                 ge=2)
+    hg_scorer: str = _setting("sharpness", "Pool ranker: a pack scorer name (sharpness, confidence) or a Python "
+                              "callable 'module:function' (images (B,3,H,W) in [0,1], prompts) -> (B,) scores.",
+                              group="hgdpo")
+    hg_strength: float = _setting(0.5, "SDEdit strength of the normal stage's reconstruction of the real image "
+                                  "(0 = the real image, 1 = pure noise).", group="hgdpo", gt=0, lt=1)
+    hg_sample_steps: int = _setting(20, "Denoising steps when generating pools and reconstructions.",
+                                    group="hgdpo", ge=1)
+    hg_guidance: float = _setting(5.0, "Classifier-free guidance scale when generating pools.", group="hgdpo", ge=1)
+    hg_stat_weight: float = _setting(1.0, "Weight of the statistics-matching loss (channel mean/std of the "
+                                     "winner's predicted x0 latent vs its clean latent).", group="hgdpo", ge=0)
+    hg_prior_loras: tuple[str, ...] = _setting((), "LoRA files merged into the base before this run's LoRA is "
+                                               "added (set by the stage runner; the merged model is the reference).",
+                                               group="hgdpo")
+    # train-scorer
+    scorer_weights: str = _setting("", "FaceScore weights (FS_model.pt / .safetensors) to fine-tune; '' = a small "
+                                   "random-initialised model (tests).", group="scorer", path=True)
+    scorer_text_layers: int = _setting(0, "Last text-encoder layers of the scorer that train besides its head.",
+                                       group="scorer", ge=0)
+    scorer_vision_blocks: int = _setting(0, "Last image-encoder blocks of the scorer that train besides its head.",
+                                         group="scorer", ge=0)
+
     def __post_init__(self) -> None:
         problems = []
         hints = _type_hints()
@@ -164,6 +223,14 @@ class TrainConfig:
         if any(not t or not isinstance(t, str) for t in self.lora_targets) or not self.lora_targets:
             problems.append(f"lora_targets must be a non-empty list of module-name suffixes, got {self.lora_targets!r}; "
                             "fix: --set lora_targets=to_q,to_k,to_v,to_out.0")
+        bad_stages = [x for x in self.hg_stages if x not in ("easy", "normal", "hard")]
+        if bad_stages or not self.hg_stages:
+            problems.append(f"hg_stages must be a non-empty list of easy, normal, hard, got {self.hg_stages!r}; "
+                            "fix: --set hg_stages=easy,normal,hard")
+        if self.hg_stage_steps and (len(self.hg_stage_steps) != len(self.hg_stages)
+                                    or min(self.hg_stage_steps) < 1):
+            problems.append(f"hg_stage_steps must be empty or one step count >= 1 per stage ({len(self.hg_stages)}), "
+                            f"got {self.hg_stage_steps!r}; fix: --set hg_stage_steps=300,100,100")
         names = _objective_names()
         if names and self.objective not in names:
             problems.append(f"objective must be one of {', '.join(names)}, got {self.objective!r}; "

@@ -1,0 +1,128 @@
+"""The job process: ``python -c BOOTSTRAP <pack> vitruvian.core.jobs.launcher <job dir>``.
+
+1. Writes ``run.json`` (phase ``waiting``) and, for an exclusive job, waits for the root's device lock,
+   so the jobs of one root train one at a time (a second job queued while one trains waits its turn).
+2. Phase ``training``: runs the pack's trainer CLI module in this process (``<package>.trainers``, by
+   name through ``runpy``: core does not import the trainer) with the job's objective and settings as
+   ``--set key=value``. The trainer owns SIGTERM while it trains (finish the step, checkpoint, exit 0);
+   before that, SIGTERM ends this process at once, recorded as exit code 143.
+3. Checks the outcome (:func:`~.status.training_outcome`: never "finished" when nothing trained),
+   copies the final LoRA atomically to the job's ``publish`` path, and writes ``run.json`` (phase
+   ``done``, exit code, error, published path). Exits with the trainer's code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import runpy
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from .files import DEVICE_LOCK, JOB_FILE, RUN_FILE, atomic_copy, read_json, write_json
+from .status import training_outcome
+
+__all__ = ["main", "trainer_argv"]
+
+_TERMINATED = 128 + 15
+
+
+class _Terminated(BaseException):
+    """SIGTERM before the trainer installed its own handler."""
+
+
+def trainer_argv(job: dict) -> list[str]:
+    """``[objective, "--set", "k=v", ...]`` for the trainer CLI, from ``job.json``."""
+    from .store import format_setting
+
+    argv = [job["objective"]]
+    for key, value in job["settings"].items():
+        argv += ["--set", f"{key}={format_setting(value)}"]
+    return argv
+
+
+def _on_term(signum, frame):
+    raise _Terminated()
+
+
+def _run_trainer(job: dict) -> int:
+    package = (__package__ or "vitruvian.core.jobs").split(".")[0]
+    sys.argv = ["vitruvian-train", *trainer_argv(job)]
+    try:
+        runpy.run_module(f"{package}.trainers", run_name="__main__", alter_sys=False)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m vitruvian.core.jobs.launcher <job folder>", file=sys.stderr)
+        return 2
+    folder = Path(argv[0])
+    job = read_json(folder / JOB_FILE)
+    if not job:
+        print(f"launcher: job folder must hold {JOB_FILE}, got {str(folder)!r}", file=sys.stderr)
+        return 2
+    run = {"attempt": job.get("attempt", 1), "pid": os.getpid(), "started": time.time(), "phase": "waiting"}
+    write_json(folder / RUN_FILE, run)
+    previous = signal.signal(signal.SIGTERM, _on_term)
+    code, error = 1, ""
+    try:
+        if job.get("exclusive", True):
+            from filelock import FileLock
+
+            lock = FileLock(str(folder.parent / DEVICE_LOCK))
+            print(f"launcher: waiting for {folder.parent / DEVICE_LOCK} (one training job at a time)", flush=True)
+        else:
+            lock = contextlib.nullcontext()
+        with lock:
+            run.update(phase="training", training_started=time.time())
+            write_json(folder / RUN_FILE, run)
+            print(f"launcher: training job {job.get('id')} (attempt {run['attempt']})", flush=True)
+            code = _run_trainer(job)
+    except _Terminated:
+        code, error = _TERMINATED, "stopped by SIGTERM before training started"
+        print(f"launcher: {error}", flush=True)
+    except BaseException as e:  # a crash inside the trainer: keep the traceback in the log, and say it
+        traceback.print_exc()
+        code, error = 1, f"{type(e).__name__}: {e}"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    published = ""
+    ok, reason = training_outcome(folder, job, run["started"])
+    if code == 0 and ok and job.get("publish"):
+        try:
+            out = Path(job["settings"]["out"]) / f"{job['settings'].get('name', 'vitruvian')}.safetensors"
+            published = str(atomic_copy(out, job["publish"]))
+            print(f"launcher: published {published}", flush=True)
+        except OSError as e:
+            code, error = 1, f"could not copy the LoRA to {job['publish']}: {e}"
+    elif code != 0 and not error:
+        error = _last_error_line(folder)
+    elif code == 0 and not ok:
+        error = reason
+    run.update(phase="done", returncode=code, finished=time.time(), error=error, published=published)
+    write_json(folder / RUN_FILE, run)
+    return code
+
+
+def _last_error_line(folder: Path) -> str:
+    """The trainer CLI's ``vitruvian-train: error: ...`` message (with its continuation lines), else the
+    last line of the log (a traceback's exception line)."""
+    from .files import LOG_FILE, log_tail
+
+    lines = log_tail(folder / LOG_FILE, 200).splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("vitruvian-train: error:")]
+    if starts:
+        return "\n".join(lines[starts[-1]:starts[-1] + 20]).removeprefix("vitruvian-train: error: ")
+    return lines[-1].strip() if lines else "the trainer failed without a message; see the log"
+
+
+if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)
+    raise SystemExit(main())

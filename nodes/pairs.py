@@ -1,0 +1,204 @@
+"""Preference data in and out of training: collect pairs from a scored batch, compare before and after.
+
+- **Collect Pairs** chooses winners and losers in a batch by a per-image aggregate of a region score and
+  appends them to a trainer dataset (``core.pairs``: images stored once by content hash, records appended
+  atomically, repeated pairs skipped). Real images, when connected, are the winners (HG-DPO); face and
+  hand boxes come from the regions (MPD); an optional MASK batch gives patch-quality maps (PatchDPO).
+- **Compare** draws the before/after grid of the same prompts and seeds and the score distributions
+  (``core.compare``) and saves both.
+
+Datasets live under ComfyUI's output folder by default; a path outside the output, input and temp
+folders is refused.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..core.compare import before_after_grid, score_plot
+from ..core.pairs import PAIRINGS, PairRecord, append_pairs, choose_pairs, choose_real_pairs
+from ..core.regions import RegionBatch
+from ..core.scoring import aggregate as aggregate_scores
+from . import _train_host as host
+from ._comfy import REGIONS, category, io, ui
+from ._convert import image_from_core, image_to_core, mask_to_core
+
+__all__ = ["NODES", "DEFAULT_DATASET"]
+
+PER_IMAGE = ("min", "mean", "max")
+DEFAULT_DATASET = "vitruvian/pairs"
+
+
+def _image(image, where: str, name: str):
+    """A ComfyUI IMAGE input → ``(B, 3, H, W)`` in [0, 1], with the node's message for what is wrong."""
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"{where}: {name} must be a ComfyUI IMAGE tensor (B, H, W, C), got {type(image).__name__}")
+    if image.ndim != 4 or image.shape[0] == 0 or image.shape[-1] not in (1, 3, 4) or min(image.shape[1:3]) < 1:
+        raise ValueError(f"{where}: {name} must be a non-empty ComfyUI IMAGE (B, H, W, C) with C = 1, 3 or 4, got "
+                         f"shape {tuple(image.shape)}")
+    if not image.is_floating_point() or not torch.isfinite(image).all():
+        raise ValueError(f"{where}: {name} must hold finite float values in [0, 1], got dtype {image.dtype}"
+                         + ("" if not image.is_floating_point() else " with NaN or inf"))
+    core = image_to_core(image)
+    return core[:, :3] if core.shape[1] >= 3 else core.expand(-1, 3, -1, -1)
+
+
+def _scores(image, regions, score: str, aggregate: str, labels: str, where: str,
+            name: str = "image") -> tuple[list, object]:
+    """Per-image values of ``score`` from scored REGIONS of the same batch; ``(values, core images)``."""
+    core = _image(image, where, name)
+    if not isinstance(regions, RegionBatch):
+        raise TypeError(f"{where}: regions must be VITRUVIAN_REGIONS (from Score Regions), got {type(regions).__name__}")
+    if len(regions) != core.shape[0] or any(tuple(s) != tuple(core.shape[2:]) for s in regions.image_sizes):
+        raise ValueError(f"{where}: regions must belong to this {name} batch ({core.shape[0]} image(s) of "
+                         f"{core.shape[3]}×{core.shape[2]}), got regions of {len(regions)} image(s) of sizes "
+                         f"{sorted({(w, h) for h, w in regions.image_sizes})}; score the regions of this same IMAGE batch")
+    if not isinstance(score, str) or not score.strip():
+        raise ValueError(f"{where}: score must name a region score (e.g. sharpness), got {score!r}")
+    if aggregate not in PER_IMAGE:
+        raise ValueError(f"{where}: aggregate must be one of {', '.join(PER_IMAGE)}, got {aggregate!r}")
+    wanted = [s.strip() for s in labels.split(",") if s.strip()] or None
+    values = aggregate_scores(regions, score.strip(), labels=wanted).get(aggregate)
+    if all(v is None for v in values):
+        names = sorted({n for _, _, r in regions.flat() for n in r.scores})
+        raise ValueError(f"{where}: score must name a score the regions carry, got {score!r}; they carry "
+                         f"{', '.join(names) or 'no scores'} (score them with Score Regions first)")
+    return values, core
+
+
+def _boxes(regions: RegionBatch | None, i: int, label: str) -> list:
+    if regions is None:
+        return []
+    return [list(r.box) for r in regions.regions[i] if r.label == label]
+
+
+class VitruvianCollectPairs(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VitruvianCollectPairs",
+            display_name="Collect Preference Pairs (Vitruvian)",
+            category=category("train"),
+            description="Choose winners and losers in a batch by a region score and append them to a trainer "
+            "dataset (metadata.jsonl + images) with their face/hand boxes and optional quality maps. Real images, "
+            "when connected, are the winners (HG-DPO). Identical images are stored once; repeated pairs are skipped.",
+            inputs=[
+                io.Image.Input("image", tooltip="The generated batch."),
+                REGIONS.Input("regions", tooltip="Scored regions of the same images (Score Regions)."),
+                io.String.Input("score", default="sharpness", tooltip="Score name (link Score Regions' score_name)."),
+                io.String.Input("prompt", multiline=True, default="", tooltip="The prompt the batch was generated from."),
+                io.String.Input("dataset", default=DEFAULT_DATASET,
+                                tooltip="Dataset folder, relative to the output folder (or inside output/input/temp)."),
+                io.Combo.Input("aggregate", options=list(PER_IMAGE), default="mean",
+                               tooltip="min: an image is as good as its worst region."),
+                io.String.Input("labels", default="", tooltip="Comma list of region labels to score over; empty = all."),
+                io.Combo.Input("pairing", options=list(PAIRINGS), default="extremes",
+                               tooltip="extremes: i-th best vs i-th worst; best_vs_rest: the best vs each other image."),
+                io.Int.Input("max_pairs", default=0, min=0, max=4096, tooltip="0 = as many as the pairing gives."),
+                io.Float.Input("min_margin", default=0.0, min=0.0, max=1e9, step=0.001,
+                               tooltip="Skip pairs whose scores differ by less."),
+                io.Boolean.Input("higher_is_better", default=True),
+                io.Image.Input("real_images", optional=True,
+                               tooltip="Real photos for the same prompt: they win against the worst generated images."),
+                REGIONS.Input("real_regions", optional=True, tooltip="Regions of the real images (their face/hand boxes)."),
+                io.Mask.Input("quality", optional=True, tooltip="Patch-quality maps of the generated images (PatchDPO)."),
+            ],
+            outputs=[io.String.Output(display_name="data"), io.Int.Output(display_name="added"),
+                     io.String.Output(display_name="report")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, image, regions, score, prompt, dataset, aggregate, labels, pairing, max_pairs, min_margin,
+                higher_is_better, real_images=None, real_regions=None, quality=None) -> io.NodeOutput:
+        where = "VitruvianCollectPairs"
+        values, core = _scores(image, regions, score, aggregate, labels, where)
+        folder = host.resolve_folder(dataset, where, "dataset")
+        q = None
+        if quality is not None:
+            q = mask_to_core(quality)[:, 0]
+            if q.shape[0] != core.shape[0] or not torch.isfinite(q).all() or q.min() < 0 or q.max() > 1:
+                raise ValueError(f"{where}: quality must be one mask per image ({core.shape[0]}) with values in "
+                                 f"[0, 1], got {q.shape[0]} mask(s) in [{float(q.min())}, {float(q.max())}]")
+        records, lines = [], []
+        if real_images is not None:
+            real = _image(real_images, where, "real_images")
+            if real_regions is not None and len(real_regions) != real.shape[0]:
+                raise ValueError(f"{where}: real_regions describe {len(real_regions)} image(s), real_images has "
+                                 f"{real.shape[0]}")
+            for r, g in choose_real_pairs(values, real.shape[0], max_pairs=max_pairs, higher_is_better=higher_is_better):
+                records.append(PairRecord(
+                    prompt, real[r], core[g], chosen_source="real",
+                    face_boxes={"chosen": _boxes(real_regions, r, "face"), "rejected": _boxes(regions, g, "face")},
+                    hand_boxes={"chosen": _boxes(real_regions, r, "hand"), "rejected": _boxes(regions, g, "hand")}))
+                lines.append(f"real {r} > image {g} ({_fmt(values[g])})")
+        else:
+            for w, l in choose_pairs(values, pairing=pairing, max_pairs=max_pairs, min_margin=min_margin,
+                                     higher_is_better=higher_is_better):
+                records.append(PairRecord(
+                    prompt, core[w], core[l],
+                    face_boxes={"chosen": _boxes(regions, w, "face"), "rejected": _boxes(regions, l, "face")},
+                    hand_boxes={"chosen": _boxes(regions, w, "hand"), "rejected": _boxes(regions, l, "hand")},
+                    chosen_quality=None if q is None else q[w], rejected_quality=None if q is None else q[l]))
+                lines.append(f"image {w} ({_fmt(values[w])}) > image {l} ({_fmt(values[l])})")
+        result = append_pairs(folder, records)
+        report = (f"{result.added} pair(s) added, {result.duplicates} duplicate(s) skipped; {result.total} in "
+                  f"{folder}\n" + "\n".join(lines))
+        return io.NodeOutput(str(folder), result.added, report, ui=ui.PreviewText(report))
+
+
+def _fmt(v) -> str:
+    return "–" if v is None else f"{v:.4g}"
+
+
+class VitruvianCompare(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VitruvianCompare",
+            display_name="Compare Before / After (Vitruvian)",
+            category=category("train"),
+            description="A before/after grid of the same prompts and seeds, and a plot of the per-image score "
+            "distributions before vs after training. Both are outputs and are saved.",
+            inputs=[
+                io.Image.Input("before"),
+                io.Image.Input("after"),
+                io.String.Input("score", default="sharpness", tooltip="Score name the regions carry."),
+                io.Combo.Input("aggregate", options=list(PER_IMAGE), default="mean"),
+                io.String.Input("labels", default="", tooltip="Comma list of region labels; empty = all."),
+                io.Boolean.Input("higher_is_better", default=True),
+                io.String.Input("filename_prefix", default="vitruvian/compare"),
+                REGIONS.Input("before_regions", optional=True, tooltip="Scored regions of the before images."),
+                REGIONS.Input("after_regions", optional=True, tooltip="Scored regions of the after images."),
+            ],
+            outputs=[io.Image.Output(display_name="grid"), io.Image.Output(display_name="plot"),
+                     io.String.Output(display_name="report")],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, before, after, score, aggregate, labels, higher_is_better, filename_prefix,
+                before_regions=None, after_regions=None) -> io.NodeOutput:
+        where = "VitruvianCompare"
+        sb = sa = None
+        if before_regions is not None:
+            sb = _scores(before, before_regions, score, aggregate, labels, where, "before")[0]
+        if after_regions is not None:
+            sa = _scores(after, after_regions, score, aggregate, labels, where, "after")[0]
+        b, a = _image(before, where, "before"), _image(after, where, "after")
+        if b.shape != a.shape:
+            raise ValueError(f"{where}: before and after must be the same prompts and seeds at the same size, got "
+                             f"{tuple(before.shape)} and {tuple(after.shape)}")
+        grid = before_after_grid(b, a, scores_before=sb, scores_after=sa)
+        plot = score_plot(sb or [], sa or [], name=score.strip() or "score", higher_is_better=higher_is_better)
+        grid_out, plot_out = image_from_core(grid[None]), image_from_core(plot[None])
+        saved = []
+        for suffix, img in (("grid", grid_out), ("scores", plot_out)):
+            saved += ui.ImageSaveHelper.save_images(img, f"{filename_prefix}_{suffix}", io.FolderType.output, cls)
+        report = "no scores connected" if sb is None and sa is None else (
+            f"{score} {aggregate} per image: before {[_fmt(v) for v in sb or []]}, after {[_fmt(v) for v in sa or []]}")
+        return io.NodeOutput(grid_out, plot_out, report, ui=ui.SavedImages(saved))
+
+
+NODES = [VitruvianCollectPairs, VitruvianCompare]

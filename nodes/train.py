@@ -1,0 +1,273 @@
+"""Training from the graph: a background trainer job per Train node, and its LoRA hot-loaded into MODEL/CLIP.
+
+generate → score → Collect Pairs (``nodes.pairs``) → **Train** (a job: its own Python process) →
+**Load Job LoRA** (in memory, re-read when a newer checkpoint appears) → sample again → Compare.
+
+Choices, written once here:
+
+- A job outlives the prompt that started it and a restart of ComfyUI; its state is on disk under
+  ``output/vitruvian/jobs``, listed by the web panel and ``GET /vitruvian/jobs``.
+- With ``wait`` on, Train shows a progress bar and cancelling the prompt cancels the job (SIGTERM: the
+  trainer finishes its step and keeps a checkpoint; ``resume`` = the job id continues it). A job that
+  fails, or ends without training what was asked, is a node error with the reason and the log tail.
+- Jobs of one ComfyUI train one at a time (a second waits for the first); ComfyUI's models are unloaded
+  before a job starts so the two do not fight for memory.
+- Final LoRAs are copied to ``models/loras/vitruvian/<name>-<job id>.safetensors``: the stock
+  LoraLoader lists them without a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from ..core.errors import VitruvianError
+from ..core.jobs import JobStatus, check_job_id
+from ..core.jobs.store import format_setting
+from . import _train_host as host
+from ._comfy import category, io, ui
+from .pairs import DEFAULT_DATASET
+
+__all__ = ["NODES", "JobFailedError"]
+
+log = logging.getLogger("vitruvian")
+
+
+class JobFailedError(VitruvianError, RuntimeError):
+    """A training job failed, was cancelled, or ended without training what was asked."""
+
+
+def _objectives() -> list[str]:
+    try:
+        from ..trainers.objectives import objective_names
+
+        return list(objective_names())
+    except Exception:  # a broken trainer install must not hide the pack's other nodes; the job will say why
+        log.exception("Vitruvian: the trainer's objectives did not import; offering only 'dpo'")
+        return ["dpo"]
+
+
+def _checkpoints() -> list[str]:
+    import folder_paths
+
+    return folder_paths.get_filename_list("checkpoints")
+
+
+def _parse_extra(extra: str, where: str) -> dict:
+    settings = {}
+    for n, line in enumerate(extra.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{where}: extra line {n} must be key=value (a trainer setting), got {line!r}")
+        settings[key.strip()] = value.strip()
+    return settings
+
+
+def _wait(job_id: str, steps: int) -> JobStatus:
+    """Wait with a progress bar; a cancelled prompt cancels the job (and waits for its checkpoint)."""
+    import comfy.model_management as mm
+    import comfy.utils
+
+    store = host.store()
+    bar = comfy.utils.ProgressBar(max(1, steps))
+
+    def update(status: JobStatus) -> None:
+        bar.update_absolute(min(status.step, bar.total), max(1, status.steps))  # raises when interrupted
+        mm.throw_exception_if_processing_interrupted()
+
+    try:
+        return store.wait(job_id, poll=0.5, on_update=update)
+    except mm.InterruptProcessingException:
+        store.cancel(job_id)
+        try:
+            host.send_status(store.wait(job_id, poll=0.25, timeout=120))
+        except TimeoutError:
+            pass
+        raise
+
+
+class VitruvianTrain(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VitruvianTrain",
+            display_name="Train LoRA as a Job (Vitruvian)",
+            category=category("train"),
+            description="Start the headless trainer (any objective) on a dataset as a background job and return "
+            "its id at once, or wait for it with a progress bar. Cancel from the Vitruvian jobs panel (or cancel "
+            "the prompt while waiting); resume with the job id. The final LoRA appears in the LoRA list as "
+            "vitruvian/<name>-<job id>.",
+            inputs=[
+                io.String.Input("data", default=DEFAULT_DATASET, tooltip="Dataset folder (link Collect Pairs' data)."),
+                io.Combo.Input("ckpt_name", options=_checkpoints(), tooltip="The base model to train on (a checkpoint file)."),
+                io.Combo.Input("objective", options=_objectives(), default="dpo"),
+                io.Int.Input("steps", default=200, min=1, max=1_000_000),
+                io.Int.Input("resolution", default=512, min=64, max=4096, step=8),
+                io.Int.Input("batch_size", default=1, min=1, max=1024),
+                io.Float.Input("learning_rate", default=1e-5, min=1e-7, max=1.0, step=1e-6),
+                io.Int.Input("rank", default=8, min=1, max=1024),
+                io.Float.Input("alpha", default=8.0, min=0.01, max=4096.0, step=0.5),
+                io.Float.Input("beta", default=5000.0, min=0.0, max=1e7, step=100.0, tooltip="DPO beta (official convention)."),
+                io.Int.Input("checkpoint_every", default=50, min=1, max=1_000_000,
+                             tooltip="A checkpoint (and a LoRA the hot-loader can show) every N steps."),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1),
+                io.String.Input("name", default="vitruvian", tooltip="LoRA file name stem."),
+                io.Boolean.Input("wait", default=False, tooltip="Wait for the job (progress bar; cancelling the prompt "
+                                 "cancels the job). Off: return the job id at once."),
+                io.String.Input("extra", multiline=True, default="",
+                                tooltip="More trainer settings, one key=value per line (see vitruvian-train --help)."),
+                io.String.Input("resume", default="", tooltip="A job id to continue from its last checkpoint "
+                                "(steps may be raised); the other inputs are then ignored."),
+            ],
+            outputs=[io.String.Output(display_name="job_id"), io.String.Output(display_name="lora_name"),
+                     io.String.Output(display_name="status")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, data="", **kwargs):
+        # New pairs in the dataset (same folder name) must start a new job.
+        try:
+            st = os.stat(os.path.join(str(host.resolve_folder(data, "VitruvianTrain", "data")), "metadata.jsonl"))
+            return (st.st_mtime_ns, st.st_size)
+        except (OSError, ValueError):
+            return ""
+
+    @classmethod
+    def execute(cls, data, ckpt_name, objective, steps, resolution, batch_size, learning_rate, rank, alpha, beta,
+                checkpoint_every, seed, name, wait, extra, resume) -> io.NodeOutput:
+        where = "VitruvianTrain"
+        store = host.store()
+        if resume.strip():
+            job_id = check_job_id(resume.strip(), where)
+            host.free_models()
+            store.resume(job_id, steps=steps, env=host.job_env())
+        else:
+            job_id = cls._start(where, data, ckpt_name, objective, dict(
+                steps=steps, resolution=resolution, batch_size=batch_size, learning_rate=learning_rate, rank=rank,
+                alpha=alpha, beta=beta, checkpoint_every=checkpoint_every, seed=seed, name=name), extra)
+        host.watch(job_id)
+        status = store.status(job_id)
+        if wait:
+            status = _wait(job_id, status.steps)
+            if status.state != "finished":
+                reason = status.error or f"it was {status.state} at step {status.step}/{status.steps}"
+                hint = (f"its last checkpoint is kept; continue it with resume={job_id}" if status.state == "cancelled"
+                        else "fix the cause above and queue again")
+                raise JobFailedError(
+                    f"{where}: job {job_id} did not finish: {reason}\n{hint}; job folder {store.job_dir(job_id)}"
+                    f"\n--- log tail ---\n{status.log}")
+        published = status.published or host.publish_path(status.name).replace("{id}", job_id)
+        lora_name = host.lora_list_name(published)
+        return io.NodeOutput(job_id, lora_name, status.summary(), ui=ui.PreviewText(status.summary()))
+
+    @classmethod
+    def _start(cls, where, data, base, objective, values, extra) -> str:
+        import folder_paths
+
+        from ..trainers.config import load_config
+        from ..trainers.data import validate_dataset
+
+        folder = host.resolve_folder(data, where, "data")
+        settings = {"base": folder_paths.get_full_path_or_raise("checkpoints", base), "data": str(folder), **values}
+        settings.update(_parse_extra(extra, where))
+        for key in ("out", "resume"):
+            if key in settings:
+                raise ValueError(f"{where}: extra must not set {key}; jobs choose their own folder (use the resume input)")
+        # The same dataclass and dataset checks the CLI runs: a bad value fails here, before any job starts.
+        load_config(objective, None, [f"{k}={format_setting(v)}" for k, v in settings.items()]
+                    + [f"out={host.jobs_root() / 'check'}"])
+        validate_dataset(folder)
+        host.free_models()
+        store = host.store()
+        job_id = store.create(objective, settings, publish=host.publish_path(str(settings["name"])), origin="comfyui")
+        store.start(job_id, env=host.job_env())
+        return job_id
+
+
+_lora_cache: dict = {}
+_lora_lock = threading.Lock()
+
+
+class VitruvianLoadJobLoRA(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VitruvianLoadJobLoRA",
+            display_name="Load Job LoRA (Vitruvian)",
+            category=category("train"),
+            description="Apply a training job's LoRA to MODEL (and CLIP) in memory: the newest checkpoint, a chosen "
+            "step, or the final one; also while the job trains (a newer checkpoint is read on the next run).",
+            inputs=[
+                io.Model.Input("model"),
+                io.String.Input("job", default="latest", tooltip="A job id (link Train's job_id) or 'latest'."),
+                io.String.Input("step", default="newest", tooltip="'newest' (the last LoRA written) or a step number."),
+                io.Float.Input("strength_model", default=1.0, min=-10.0, max=10.0, step=0.01),
+                io.Float.Input("strength_clip", default=1.0, min=-10.0, max=10.0, step=0.01),
+                io.Clip.Input("clip", optional=True),
+            ],
+            outputs=[io.Model.Output(display_name="model"), io.Clip.Output(display_name="clip"),
+                     io.String.Output(display_name="info")],
+        )
+
+    @classmethod
+    def _path(cls, job: str, step: str):
+        where = "VitruvianLoadJobLoRA"
+        store = host.store()
+        job = (job or "").strip()
+        job_id = store.latest() if job == "latest" else check_job_id(job, where)
+        if job_id is None:
+            raise ValueError(f"{where}: job is 'latest' but there are no jobs in {store.root} yet; start one with Train")
+        text = (step or "").strip()
+        if text != "newest" and not text.isdigit():
+            raise ValueError(f"{where}: step must be 'newest' or a step number, got {step!r}")
+        return job_id, store.lora_path(job_id, "newest" if text == "newest" else int(text))
+
+    @classmethod
+    def fingerprint_inputs(cls, job=None, step=None, **kwargs):
+        # A new checkpoint under the same job and step choice must be read again.
+        try:
+            _, path = cls._path(job, step)
+            st = os.stat(path)
+            return (str(path), st.st_mtime_ns, st.st_size)
+        except Exception:
+            return float("nan")
+
+    @classmethod
+    def execute(cls, model, job, step, strength_model, strength_clip, clip=None) -> io.NodeOutput:
+        import comfy.lora
+        import comfy.lora_convert
+        import comfy.sd
+        import comfy.utils
+
+        where = "VitruvianLoadJobLoRA"
+        job_id, path = cls._path(job, step)
+        st = os.stat(path)
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        with _lora_lock:
+            if key not in _lora_cache:
+                _lora_cache.clear()
+                _lora_cache[key] = comfy.utils.load_torch_file(str(path), safe_load=True)
+            lora = _lora_cache[key]
+        key_map = comfy.lora.model_lora_keys_unet(model.model, {})
+        if clip is not None:
+            key_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, key_map)
+        modules = {k.rsplit(".lora_down.weight", 1)[0] for k in lora if k.endswith(".lora_down.weight")}
+        matched = comfy.lora.load_lora(comfy.lora_convert.convert_lora(dict(lora)), key_map, log_missing=False)
+        if not matched:
+            raise ValueError(f"{where}: the LoRA {path.name} of job {job_id} matches no layer of this MODEL (0 of "
+                             f"{len(modules)} modules); was it trained on another base model?")
+        new_model, new_clip = comfy.sd.load_lora_for_models(model, clip, lora, strength_model, strength_clip)
+        info = f"job {job_id}: {path.name} ({len(matched)} of {len(modules)} modules patched)"
+        return io.NodeOutput(new_model, new_clip, info, ui=ui.PreviewText(info))
+
+
+NODES = [VitruvianTrain, VitruvianLoadJobLoRA]
+
+from . import routes  # noqa: E402  (registers the /vitruvian/jobs routes once the nodes load)
+
+routes.register()

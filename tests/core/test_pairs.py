@@ -1,0 +1,102 @@
+"""core.pairs: choosing winners and losers, and appending pairs the trainer's validation accepts."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import torch
+
+from vitruvian.core.pairs import (
+    PairRecord, append_pairs, choose_pairs, choose_real_pairs, image_hash,
+)
+
+
+def _img(seed: int, size=(16, 20)) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(3, *size, generator=g)
+
+
+def test_choose_pairs_extremes():
+    # best (1) vs worst (3), second best (2) vs second worst (0); the unscored image 4 is never paired
+    assert choose_pairs([0.2, 0.9, 0.5, 0.1, None]) == [(1, 3), (2, 0)]
+
+
+def test_choose_pairs_lower_is_better_and_margin():
+    assert choose_pairs([0.2, 0.9, 0.5, 0.1], higher_is_better=False) == [(3, 1), (0, 2)]
+    assert choose_pairs([0.2, 0.9, 0.5, 0.1], min_margin=0.5) == [(1, 3)]
+    assert choose_pairs([0.3, 0.3]) == []  # equal scores are no preference
+
+
+def test_choose_pairs_best_vs_rest_widest_first():
+    assert choose_pairs([0.2, 0.9, 0.5, 0.1], pairing="best_vs_rest") == [(1, 3), (1, 0), (1, 2)]
+    assert choose_pairs([0.2, 0.9, 0.5, 0.1], pairing="best_vs_rest", max_pairs=1) == [(1, 3)]
+
+
+def test_choose_real_pairs_worst_generated_first():
+    assert choose_real_pairs([0.2, 0.9, 0.5], 2) == [(0, 0), (1, 2), (0, 1)]
+    assert choose_real_pairs([None, None], 1) == [(0, 0), (0, 1)]  # no scores: every image loses to the real one
+
+
+def test_exception():
+    with pytest.raises(ValueError, match="pairing must be one of extremes, best_vs_rest, got 'random'"):
+        choose_pairs([1.0, 2.0], pairing="random")
+    with pytest.raises(ValueError, match=r"scores must be finite numbers or None, got nan at index 1"):
+        choose_pairs([1.0, float("nan")])
+    with pytest.raises(ValueError, match="n_real must be >= 1"):
+        choose_real_pairs([1.0], 0)
+    with pytest.raises(ValueError, match=r"chosen must be a \(3, H, W\) image in \[0, 1\], got \(16, 20, 3\)"):
+        append_pairs("/nonexistent-never-written", [PairRecord("p", _img(0).permute(1, 2, 0), _img(1))])
+
+
+def test_image_hash_is_the_saved_pixels():
+    a = torch.randint(0, 256, (3, 8, 8), generator=torch.Generator().manual_seed(0)) / 255
+    assert image_hash(a) == image_hash(a + 1e-3)  # the same 8-bit pixels once saved
+    assert image_hash(a) != image_hash(_img(1))
+
+
+def test_append_validates_with_the_trainer(tmp_path):
+    from vitruvian.trainers.data import validate_dataset
+
+    pairs = [
+        PairRecord("a person", _img(0), _img(1), face_boxes={"chosen": [(2, 2, 10, 12)], "rejected": []},
+                   hand_boxes={"chosen": [], "rejected": [(0, 0, 25, 30)]},  # clipped to the 20×16 image
+                   chosen_quality=torch.linspace(0, 1, 16 * 20).reshape(16, 20), rejected_quality=torch.zeros(16, 20)),
+        PairRecord("a person", _img(2), _img(1), chosen_source="real"),
+    ]
+    result = append_pairs(tmp_path / "ds", pairs)
+    assert (result.added, result.duplicates, result.total) == (2, 0, 2)
+    records = validate_dataset(tmp_path / "ds")
+    assert [r.source for r in records] == ["generated", "real"]
+    assert records[0].boxes["face_boxes"] == (((2.0, 2.0, 10.0, 12.0),), ())
+    assert records[0].boxes["hand_boxes"] == ((), ((0.0, 0.0, 20.0, 16.0),))
+    # the shared rejected image is stored once
+    assert len(list((tmp_path / "ds" / "images").iterdir())) == 3
+
+
+def test_append_skips_duplicates_and_keeps_old_lines(tmp_path):
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "metadata.jsonl").write_text('{"not": "a pair"}')  # no newline at the end; kept as is
+    first = append_pairs(folder, [PairRecord("p", _img(0), _img(1))])
+    again = append_pairs(folder, [PairRecord("p", _img(0), _img(1)), PairRecord("p", _img(3), _img(3)),
+                                  PairRecord("other prompt", _img(0), _img(1))])
+    assert (first.added, again.added, again.duplicates, again.total) == (1, 1, 2, 3)
+    lines = (folder / "metadata.jsonl").read_text().splitlines()
+    assert lines[0] == '{"not": "a pair"}'
+    assert [json.loads(line)["prompt"] for line in lines[1:]] == ["p", "other prompt"]
+
+
+def test_concurrent_appends_lose_nothing(tmp_path):
+    def worker(k):
+        append_pairs(tmp_path / "ds", [PairRecord(f"prompt {k}-{i}", _img(10 * k + i), _img(100 + k)) for i in range(3)])
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = (tmp_path / "ds" / "metadata.jsonl").read_text().splitlines()
+    assert sorted(json.loads(x)["prompt"] for x in lines) == sorted(f"prompt {k}-{i}" for k in range(4) for i in range(3))
+    assert not [p for p in (tmp_path / "ds").rglob("*.tmp")]

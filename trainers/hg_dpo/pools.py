@@ -1,0 +1,114 @@
+"""HG-DPO pair sources: image pools from the current model, ranked by a scorer, and SDEdit reconstructions.
+
+The "current model" of a stage is the base with the previous stages' LoRAs merged in; a diffusers
+pipeline is built from those components (no second copy of the weights). Everything a stage
+generates is written under its folder (``pool/<record>/<k>.png``, ``scores.json``, ``recon.png``) as
+it goes, so an interrupted stage resumes without regenerating what exists.
+
+Scorers (``hg_scorer``): ``"sharpness"`` (variance of the Laplacian of the grey image, kornia via
+``core.scoring.sharpness``; a cheap proxy for "not blurry"), or ``"module:function"`` naming a
+callable ``f(images (B, 3, H, W) float in [0, 1], prompts: list[str]) -> (B,)`` (e.g. a PickScore or
+FaceScore wrapper); higher is better.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...core.errors import ConfigError
+
+__all__ = ["resolve_scorer", "sharpness_score", "build_pipelines", "load_square", "to_tensor", "save_png"]
+
+Scorer = Callable[[torch.Tensor, list], torch.Tensor]
+
+
+def sharpness_score(images: torch.Tensor, prompts: list) -> torch.Tensor:
+    """(B,) variance of the Laplacian of each (B, 3, H, W) image in [0, 1] (grey)."""
+    from ...core.scoring.sharpness import laplacian_variance
+
+    grey = (0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2])[:, None]
+    return laplacian_variance(grey.float()).float()
+
+
+def resolve_scorer(name: str) -> Scorer:
+    """``"sharpness"`` or ``"module:function"`` → the scoring callable; ConfigError otherwise."""
+    if name == "sharpness":
+        return sharpness_score
+    module, sep, func = name.partition(":")
+    if not sep or not module or not func:
+        raise ConfigError(f"hg-dpo: hg_scorer must be 'sharpness' or a callable 'module:function', got {name!r}; "
+                          "fix: --set hg_scorer=sharpness or --set hg_scorer=my_pkg.rewards:pickscore")
+    try:
+        fn = getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"hg-dpo: hg_scorer must name an importable callable, got {name!r} ({e})") from e
+    if not callable(fn):
+        raise ConfigError(f"hg-dpo: hg_scorer must be callable, got {name!r} = {type(fn).__name__}")
+    return fn
+
+
+def build_pipelines(base, *, device) -> tuple:
+    """(text-to-image, image-to-image) diffusers pipelines sharing ``base``'s modules; DDIM sampling."""
+    from diffusers import (DDIMScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline,
+                           StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline)
+
+    scheduler = DDIMScheduler.from_config(base.scheduler.config)
+    if base.kind == "sdxl":
+        parts = dict(vae=base.vae, text_encoder=base.text_encoders[0], text_encoder_2=base.text_encoders[1],
+                     tokenizer=base.tokenizers[0], tokenizer_2=base.tokenizers[1], unet=base.unet, scheduler=scheduler)
+        t2i = StableDiffusionXLPipeline(**parts)
+        i2i = StableDiffusionXLImg2ImgPipeline(**parts)
+    else:
+        parts = dict(vae=base.vae, text_encoder=base.text_encoders[0], tokenizer=base.tokenizers[0], unet=base.unet,
+                     scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        t2i = StableDiffusionPipeline(**parts)
+        i2i = StableDiffusionImg2ImgPipeline(**parts)
+    for p in (t2i, i2i):
+        p.to(device)
+        p.set_progress_bar_config(disable=True)
+    return t2i, i2i
+
+
+def load_square(path: str | os.PathLike, size: int):
+    """The image at ``path`` as an RGB PIL image, shorter side resized to ``size``, centre-cropped."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        s = size / min(w, h)
+        im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
+        w, h = im.size
+        left, top = (w - size) // 2, (h - size) // 2
+        return im.crop((left, top, left + size, top + size))
+
+
+def to_tensor(images) -> torch.Tensor:
+    """PIL images → (B, 3, H, W) float32 in [0, 1]."""
+    return torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1) for im in images])
+
+
+def save_png(image, path: Path) -> None:
+    """Write a PIL image atomically (temp file + os.replace)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, value) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(value, indent=1) + "\n")
+    os.replace(tmp, path)
