@@ -170,7 +170,9 @@ def render_gallery(workflows: dict[str, dict], pack: dict) -> str:
         lines += ["", f"### {name}", "", " → ".join(titles), "",
                   f"[UI workflow](example_workflows/{name}.json) (also in ComfyUI's template browser) · "
                   f"[API workflow](workflows/{name}.api.json) (for `POST /prompt`)", "",
-                  f"![{name} in ComfyUI](docs/screenshots/{name}.png)"]
+                  f"![{name} in ComfyUI](docs/screenshots/{name}.png)"
+                  if (REPO_ROOT / "docs" / "screenshots" / f"{name}.png").is_file()
+                  else "_No screenshot yet: the browser test (`pytest tests/browser` with a host) writes it._"]
     return "\n".join(lines + ["", GALLERY_END])
 
 

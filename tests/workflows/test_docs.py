@@ -62,7 +62,10 @@ def test_readme_pictures_exist():
         with Image.open(REPO_ROOT / picture) as image:
             assert image.format == "PNG" and min(image.size) >= 64, (picture, image.format, image.size)
     for name in _tool("gen_node_reference").ui_workflows():
-        assert f"docs/screenshots/{name}.png" in pictures, f"README does not show the {name} workflow"
+        if (REPO_ROOT / "docs" / "screenshots" / f"{name}.png").is_file():
+            assert f"docs/screenshots/{name}.png" in pictures, f"README does not show the {name} workflow"
+        else:  # pending screenshots are said so in the gallery, never silently absent
+            assert f"### {name}" in readme and "No screenshot yet" in readme, name
     for demo in ("demo_pose_preview", "demo_loss_curve"):
         assert f"docs/screenshots/{demo}.png" in pictures
 
