@@ -247,6 +247,10 @@ def _make_sampler(*, model, vae, positive, negative, clip, region_prompts: dict,
         if not pos:
             raise RegionFailed("no positive conditioning covers this region (its areas/masks miss the crop); add a "
                                "conditioning without an area, or use region_prompt")
+        if not neg and negative:
+            neg = [[e, {k: v for k, v in o.items() if k not in ("area", "mask", "set_area_to_bounds")}]
+                   for e, o in negative]
+            job.notes.append("the negative's areas/masks miss this crop; it is used without them")
         t0 = time.perf_counter()
         noise = comfy.sample.prepare_noise(latent, job.seed)
         samples = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, pos, neg, latent,

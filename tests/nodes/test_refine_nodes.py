@@ -217,11 +217,11 @@ def test_value_region_prompt(comfy_host, _tiny_checkpoint_path, photos):
 @pytest.mark.comfy
 @pytest.mark.slow
 def test_value_conditioning_area_cut_to_crops(comfy_host, _tiny_checkpoint_path, photos):
-    """A positive set to the left 48 pixels (ConditioningSetArea): regions whose crop reaches it are refined
+    """A positive set to the left 64 pixels (ConditioningSetArea): regions whose crop reaches it are refined
     with the area cut to the crop; the others fail with the reason instead of being sampled unconditioned."""
     ckpt = comfy_host.place(_tiny_checkpoint_path, "checkpoints")
     prompt = _graph(ckpt, photos, "refine_area/img")
-    prompt["4"] = {"class_type": "ConditioningSetArea", "inputs": {"conditioning": ["2", 0], "width": 48,
+    prompt["4"] = {"class_type": "ConditioningSetArea", "inputs": {"conditioning": ["2", 0], "width": 64,
                                                                   "height": SIZE, "x": 0, "y": 0, "strength": 1.0}}
     prompt["30"]["inputs"]["positive"] = ["4", 0]
     outputs = comfy_host.run_workflow(prompt, timeout=900)
@@ -229,7 +229,7 @@ def test_value_conditioning_area_cut_to_crops(comfy_host, _tiny_checkpoint_path,
     tried = [r for r in report["regions"] if r["label"] != "person"]
     assert {r["status"] for r in tried} == {"refined", "failed"}
     for r in tried:
-        reaches = r["crop"]["rect"][0] < 48
+        reaches = r["crop"]["rect"][0] < 64
         assert r["status"] == ("refined" if reaches else "failed"), r
         if not reaches:
             assert r["reason"].startswith("no positive conditioning covers this region")
