@@ -57,6 +57,8 @@ def _scores(image, regions, score: str, aggregate: str, labels: str, where: str,
         raise ValueError(f"{where}: score must name a region score (e.g. sharpness), got {score!r}")
     if aggregate not in PER_IMAGE:
         raise ValueError(f"{where}: aggregate must be one of {', '.join(PER_IMAGE)}, got {aggregate!r}")
+    if not isinstance(labels, str):
+        raise ValueError(f"{where}: labels must be a comma list of region labels (or empty), got {labels!r}")
     wanted = [s.strip() for s in labels.split(",") if s.strip()] or None
     values = aggregate_scores(regions, score.strip(), labels=wanted).get(aggregate)
     if all(v is None for v in values):
@@ -112,6 +114,10 @@ class VitruvianCollectPairs(io.ComfyNode):
     def execute(cls, image, regions, score, prompt, dataset, aggregate, labels, pairing, max_pairs, min_margin,
                 higher_is_better, real_images=None, real_regions=None, quality=None) -> io.NodeOutput:
         where = "VitruvianCollectPairs"
+        if not isinstance(higher_is_better, bool):
+            raise ValueError(f"{where}: higher_is_better must be true or false, got {higher_is_better!r}")
+        if not isinstance(prompt, str):
+            raise ValueError(f"{where}: prompt must be the text the batch was generated from, got {prompt!r}")
         values, core = _scores(image, regions, score, aggregate, labels, where)
         folder = host.resolve_folder(dataset, where, "dataset")
         q = None
@@ -181,6 +187,12 @@ class VitruvianCompare(io.ComfyNode):
     def execute(cls, before, after, score, aggregate, labels, higher_is_better, filename_prefix,
                 before_regions=None, after_regions=None) -> io.NodeOutput:
         where = "VitruvianCompare"
+        if not isinstance(higher_is_better, bool):
+            raise ValueError(f"{where}: higher_is_better must be true or false, got {higher_is_better!r}")
+        if aggregate not in PER_IMAGE:
+            raise ValueError(f"{where}: aggregate must be one of {', '.join(PER_IMAGE)}, got {aggregate!r}")
+        if not isinstance(filename_prefix, str) or not filename_prefix.strip():
+            raise ValueError(f"{where}: filename_prefix must be a non-empty text, got {filename_prefix!r}")
         sb = sa = None
         if before_regions is not None:
             sb = _scores(before, before_regions, score, aggregate, labels, where, "before")[0]
@@ -191,7 +203,8 @@ class VitruvianCompare(io.ComfyNode):
             raise ValueError(f"{where}: before and after must be the same prompts and seeds at the same size, got "
                              f"{tuple(before.shape)} and {tuple(after.shape)}")
         grid = before_after_grid(b, a, scores_before=sb, scores_after=sa)
-        plot = score_plot(sb or [], sa or [], name=score.strip() or "score", higher_is_better=higher_is_better)
+        name = score.strip() if isinstance(score, str) and score.strip() else "score"
+        plot = score_plot(sb or [], sa or [], name=name, higher_is_better=higher_is_better)
         grid_out, plot_out = image_from_core(grid[None]), image_from_core(plot[None])
         saved = []
         for suffix, img in (("grid", grid_out), ("scores", plot_out)):

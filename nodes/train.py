@@ -14,6 +14,9 @@ Choices, written once here:
   before a job starts so the two do not fight for memory.
 - Final LoRAs are copied to ``models/loras/vitruvian/<name>-<job id>.safetensors``: the stock
   LoraLoader lists them without a restart.
+- Train is cached like any node: the same inputs on an unchanged dataset (its metadata.jsonl's size and
+  mtime are part of the fingerprint) give the same job back instead of training again; new pairs, or
+  another seed, start a new job.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import os
 import threading
 
 from ..core.errors import VitruvianError
-from ..core.jobs import JobStatus, check_job_id
+from ..core.jobs import JobNotFoundError, JobStateError, JobStatus, check_job_id
 from ..core.jobs.store import format_setting
 from . import _train_host as host
 from ._comfy import category, io, ui
@@ -55,6 +58,8 @@ def _checkpoints() -> list[str]:
 
 
 def _parse_extra(extra: str, where: str) -> dict:
+    if not isinstance(extra, str):
+        raise ValueError(f"{where}: extra must be text with one key=value per line, got {type(extra).__name__}")
     settings = {}
     for n, line in enumerate(extra.splitlines(), 1):
         line = line.strip()
@@ -142,8 +147,16 @@ class VitruvianTrain(io.ComfyNode):
                 checkpoint_every, seed, name, wait, extra, resume) -> io.NodeOutput:
         where = "VitruvianTrain"
         store = host.store()
+        if not isinstance(resume, str):
+            raise ValueError(f"{where}: resume must be a job id or empty, got {type(resume).__name__}")
         if resume.strip():
             job_id = check_job_id(resume.strip(), where)
+            try:
+                store.job_dir(job_id)
+                if not store.status(job_id, log_lines=0).ended:
+                    raise JobStateError(f"it is {store.status(job_id, log_lines=0).state}; cancel it first")
+            except (JobNotFoundError, JobStateError) as e:
+                raise ValueError(f"{where}: resume must name an ended job of this ComfyUI, got {job_id}: {e}") from None
             host.free_models()
             store.resume(job_id, steps=steps, env=host.job_env())
         else:
@@ -173,7 +186,13 @@ class VitruvianTrain(io.ComfyNode):
         from ..trainers.data import validate_dataset
 
         folder = host.resolve_folder(data, where, "data")
-        settings = {"base": folder_paths.get_full_path_or_raise("checkpoints", base), "data": str(folder), **values}
+        names = _objectives()
+        if objective not in names:
+            raise ValueError(f"{where}: objective must be one of {', '.join(names)}, got {objective!r}")
+        path = folder_paths.get_full_path("checkpoints", base) if isinstance(base, str) and base else None
+        if path is None:
+            raise ValueError(f"{where}: ckpt_name must be a checkpoint file listed in models/checkpoints, got {base!r}")
+        settings = {"base": path, "data": str(folder), **values}
         settings.update(_parse_extra(extra, where))
         for key in ("out", "resume"):
             if key in settings:
@@ -218,11 +237,16 @@ class VitruvianLoadJobLoRA(io.ComfyNode):
     def _path(cls, job: str, step: str):
         where = "VitruvianLoadJobLoRA"
         store = host.store()
-        job = (job or "").strip()
+        job = job.strip() if isinstance(job, str) else ""
         job_id = store.latest() if job == "latest" else check_job_id(job, where)
         if job_id is None:
             raise ValueError(f"{where}: job is 'latest' but there are no jobs in {store.root} yet; start one with Train")
-        text = (step or "").strip()
+        try:
+            store.job_dir(job_id)
+        except JobNotFoundError:
+            raise ValueError(f"{where}: job {job_id} does not exist in {store.root}; use a job id the Train node "
+                             "returned (or the jobs panel lists), or 'latest'") from None
+        text = (step or "").strip() if isinstance(step, str) else ""
         if text != "newest" and not text.isdigit():
             raise ValueError(f"{where}: step must be 'newest' or a step number, got {step!r}")
         return job_id, store.lora_path(job_id, "newest" if text == "newest" else int(text))

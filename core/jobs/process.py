@@ -46,8 +46,10 @@ def module_command(module: str, *args: str, pack_dir: str | os.PathLike, python:
     """``[python, "-c", BOOTSTRAP, pack_dir, module, *args]``; ``module`` must start with ``vitruvian.``.
 
     Example:
-        >>> module_command("vitruvian.trainers", "--help", pack_dir="/p", python="py")[3:]
-        ['/p', 'vitruvian.trainers', '--help']
+        >>> import os, vitruvian
+        >>> cmd = module_command("vitruvian.trainers", "--help", pack_dir=os.path.dirname(vitruvian.__file__), python="py")
+        >>> cmd[:2], cmd[4:]
+        (['py', '-c'], ['vitruvian.trainers', '--help'])
     """
     if not module.startswith(PACKAGE + "."):
         raise ValueError(f"module_command: module must be a module of the pack ({PACKAGE}.…), got {module!r}")

@@ -49,7 +49,7 @@ MASK_KINDS = {"nan": True, "inf": True, "empty_batch": True, "one_pixel": False,
 #: steps and EmptyLatentImage): sampling runs 2 steps on 64-pixel crops, since a shipped workflow's 20 steps
 #: at 512 px take minutes. Batch sizes are kept (a batch must match its poses). Used by the fuzz baselines
 #: and the browser test.
-CHEAP_CAPS = {"steps": 2, "target_size": 64, "max_size": 64, "width": 64, "height": 64, "variants": 1}
+CHEAP_CAPS = {"steps": 2, "target_size": 64, "max_size": 64, "width": 64, "height": 64, "variants": 1, "resolution": 64}
 VALUE_KINDS = ("none", "int", "string", "empty_list", "empty_dict", "list_of_none", "nan_tensor", "float_nan")
 BROKEN_JSON = ("{", "[1, 2", '{"x": NaN, "y": Infinity}', "null", "[]", "\u0000")
 PATHS = ("../../etc/passwd", "/etc/passwd", "..\\..\\windows\\win.ini")
