@@ -4,7 +4,7 @@ Messages follow ``"<function>: <arg> must be <expectation>, got <actual>"`` plus
 hint for predictable mistakes, so that a ComfyUI node error tells the user what to fix.
 """
 
-__all__ = ["VitruvianError", "PoseFormatError", "ModelNotFoundError", "ConfigError", "DatasetError"]
+__all__ = ["VitruvianError", "PoseFormatError", "ModelNotFoundError", "ConfigError", "DatasetError", "NodeInputError"]
 
 
 class VitruvianError(Exception):
@@ -39,3 +39,22 @@ class ConfigError(VitruvianError, ValueError):
 
 class DatasetError(VitruvianError, ValueError):
     """A dataset that fails validation; the message lists every bad record."""
+
+
+class NodeInputError(VitruvianError, ValueError):
+    """A node input that does not fit its declared type (a wrong object on a link, a NaN image, an unknown
+    option), raised before the node does any work.
+
+    Parameters
+    ----------
+    node : str
+        The node id, e.g. ``"VitruvianScoreRegions"``.
+    name : str
+        The input's name.
+    problem : str
+        What was expected, what came and the fix.
+    """
+
+    def __init__(self, node: str, name: str, problem: str):
+        self.node, self.name, self.problem = node, name, problem
+        super().__init__(f"{node}: input '{name}': {problem}")

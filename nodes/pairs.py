@@ -20,7 +20,8 @@ from ..core.pairs import PAIRINGS, PairRecord, append_pairs, choose_pairs, choos
 from ..core.regions import RegionBatch
 from ..core.scoring import aggregate as aggregate_scores
 from . import _train_host as host
-from ._comfy import REGIONS, category, io, ui
+from ._checks import check_output_prefix
+from ._comfy import REGIONS, VitruvianNode, category, io, ui
 from ._convert import image_from_core, image_to_core, mask_to_core
 
 __all__ = ["NODES", "DEFAULT_DATASET"]
@@ -74,7 +75,7 @@ def _boxes(regions: RegionBatch | None, i: int, label: str) -> list:
     return [list(r.box) for r in regions.regions[i] if r.label == label]
 
 
-class VitruvianCollectPairs(io.ComfyNode):
+class VitruvianCollectPairs(VitruvianNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -153,11 +154,14 @@ class VitruvianCollectPairs(io.ComfyNode):
         return io.NodeOutput(str(folder), result.added, report, ui=ui.PreviewText(report))
 
 
+MAX_SCORE_NAME = 64
+
+
 def _fmt(v) -> str:
     return "–" if v is None else f"{v:.4g}"
 
 
-class VitruvianCompare(io.ComfyNode):
+class VitruvianCompare(VitruvianNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -187,12 +191,10 @@ class VitruvianCompare(io.ComfyNode):
     def execute(cls, before, after, score, aggregate, labels, higher_is_better, filename_prefix,
                 before_regions=None, after_regions=None) -> io.NodeOutput:
         where = "VitruvianCompare"
-        if not isinstance(higher_is_better, bool):
-            raise ValueError(f"{where}: higher_is_better must be true or false, got {higher_is_better!r}")
-        if aggregate not in PER_IMAGE:
-            raise ValueError(f"{where}: aggregate must be one of {', '.join(PER_IMAGE)}, got {aggregate!r}")
-        if not isinstance(filename_prefix, str) or not filename_prefix.strip():
-            raise ValueError(f"{where}: filename_prefix must be a non-empty text, got {filename_prefix!r}")
+        check_output_prefix(where, "filename_prefix", filename_prefix)
+        if len(score) > MAX_SCORE_NAME:
+            raise ValueError(f"{where}: score must be a score name (at most {MAX_SCORE_NAME} characters), got "
+                             f"{len(score)} characters; type the name the regions carry, e.g. 'facescore'")
         sb = sa = None
         if before_regions is not None:
             sb = _scores(before, before_regions, score, aggregate, labels, where, "before")[0]

@@ -10,7 +10,7 @@ import os
 
 from ..core.errors import PoseFormatError
 from ..core.pose import LOAD_FORMATS, PoseBatch, load_pose, overlay_pose, render_pose, to_pose_keypoint
-from ._comfy import POSE, POSE_KEYPOINT, category, io, ui
+from ._comfy import POSE, POSE_KEYPOINT, VitruvianNode, category, io, ui
 from ._convert import image_from_core, image_to_core
 
 __all__ = ["NODES"]
@@ -66,7 +66,7 @@ def _canvas(width: int, height: int) -> tuple[int, int] | None:
     return (width, height) if width else None
 
 
-class VitruvianLoadPose(io.ComfyNode):
+class VitruvianLoadPose(VitruvianNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -123,11 +123,15 @@ class VitruvianLoadPose(io.ComfyNode):
         if file and file != NO_FILE:
             with open(resolve_input_file(file), encoding="utf-8") as f:
                 json_text = f.read()
-        loaded = load_pose(json_text, format=format, canvas=canvas)
+        try:
+            loaded = load_pose(json_text, format=format, canvas=canvas)
+        except PoseFormatError as exc:
+            source = f"file {file!r}" if file and file != NO_FILE else "json_text"
+            raise PoseFormatError(f"VitruvianLoadPose: {source}: {exc}") from exc
         return io.NodeOutput(loaded.pose, loaded.message)
 
 
-class VitruvianPoseFromKeypoint(io.ComfyNode):
+class VitruvianPoseFromKeypoint(VitruvianNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -151,7 +155,7 @@ class VitruvianPoseFromKeypoint(io.ComfyNode):
         return io.NodeOutput(loaded.pose, loaded.message)
 
 
-class VitruvianPoseToKeypoint(io.ComfyNode):
+class VitruvianPoseToKeypoint(VitruvianNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -177,7 +181,7 @@ class VitruvianPoseToKeypoint(io.ComfyNode):
         return io.NodeOutput(to_pose_keypoint(pose, space="pixels", binarize=binarize))
 
 
-class VitruvianPosePreview(io.ComfyNode):
+class VitruvianPosePreview(VitruvianNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(

@@ -23,7 +23,8 @@ from ..core.errors import ModelNotFoundError, PoseFormatError
 from ..core.pose import BODY_FORMATS, PoseBatch
 from ..core.pose_adapter.io import load_pose_adapter
 from ..core.pose_adapter.pose_encoder import check_pose_canvas, prepare_pose_condition
-from ._comfy import POSE, POSE_ADAPTER, category, io, ui
+from ._checks import register_type
+from ._comfy import POSE, POSE_ADAPTER, VitruvianNode, category, io, ui
 from ._convert import image_to_core
 
 __all__ = ["NODES", "FOLDER", "ESTIMATOR_FOLDER", "POSE_ADAPTER", "PoseGraphControl", "adapter_files"]
@@ -144,7 +145,11 @@ class PoseGraphControl(comfy.controlnet.ControlBase):
         return self.control_merge(residuals.to_comfy(), control_prev, output_dtype=x_noisy.dtype)
 
 
-class VitruvianLoadPoseAdapter(io.ComfyNode):
+register_type(POSE_ADAPTER.io_type, lambda value: isinstance(value, PoseGraphControl),
+              "a pose adapter from Load Pose Adapter (Vitruvian)")
+
+
+class VitruvianLoadPoseAdapter(VitruvianNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -186,7 +191,7 @@ def _check_people(pose) -> None:
                                   "a pose adapter needs a skeleton to follow (check the detector's output)")
 
 
-class VitruvianApplyPoseGraph(io.ComfyNode):
+class VitruvianApplyPoseGraph(VitruvianNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -237,7 +242,7 @@ class VitruvianApplyPoseGraph(io.ComfyNode):
         return io.NodeOutput(out[0], out[1])
 
 
-class VitruvianPoseError(io.ComfyNode):
+class VitruvianPoseError(VitruvianNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(

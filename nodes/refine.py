@@ -39,14 +39,15 @@ from ..core.refine import (
 from ..core.refine.conditioning import crop_area, crop_cond_mask, crop_hint
 from ..core.refine.plan import parse_region_prompts
 from ..core.regions import RegionBatch
-from ._comfy import REGIONS, category, io, ui
+from ._checks import register_type
+from ._comfy import REGIONS, VitruvianNode, category, io, ui
 from ._convert import image_from_core, image_to_core, mask_from_core, mask_to_core
-from .regions import check_comfy_image
 
 __all__ = ["NODES", "CROPS", "crop_conditioning"]
 
 #: The split form's geometry (:class:`vitruvian.core.refine.CropSet`).
 CROPS = io.Custom("VITRUVIAN_CROPS")
+register_type(CROPS.io_type, lambda value: isinstance(value, CropSet), "VITRUVIAN_CROPS from Crop Regions (Vitruvian)")
 DEFAULT_LABELS = "face,hand"
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
@@ -269,7 +270,7 @@ def _make_sampler(*, model, vae, positive, negative, clip, region_prompts: dict,
 # ----------------------------------------------------------------------------------- nodes
 
 
-class VitruvianRefineRegions(io.ComfyNode):
+class VitruvianRefineRegions(VitruvianNode):
     @classmethod
     def define_schema(cls):
         samplers, schedulers = _samplers()
@@ -327,7 +328,6 @@ class VitruvianRefineRegions(io.ComfyNode):
         import comfy.utils
 
         where = "VitruvianRefineRegions"
-        check_comfy_image(image, where)
         batch, from_mask = _regions_for(where, image, regions, mask)
         settings = _settings(None if from_mask else labels, context_factor, target_size, max_size, min_size,
                              mask_dilation, mask_feather, score_name, refine_if_score_below, variants, pick)
@@ -355,7 +355,7 @@ class VitruvianRefineRegions(io.ComfyNode):
                              ui=ui.PreviewText(result.report.summary()))
 
 
-class VitruvianCropRegions(io.ComfyNode):
+class VitruvianCropRegions(VitruvianNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -382,7 +382,6 @@ class VitruvianCropRegions(io.ComfyNode):
     def execute(cls, image, labels, context_factor, target_size, max_size, min_size, mask_dilation, mask_feather,
                 score_name, refine_if_score_below, regions=None, mask=None) -> io.NodeOutput:
         where = "VitruvianCropRegions"
-        check_comfy_image(image, where)
         batch, from_mask = _regions_for(where, image, regions, mask)
         settings = _settings(None if from_mask else labels, context_factor, target_size, max_size, min_size,
                              mask_dilation, mask_feather, score_name, refine_if_score_below, square=True)
@@ -396,7 +395,7 @@ class VitruvianCropRegions(io.ComfyNode):
         return io.NodeOutput(image_from_core(crops), mask_from_core(noise_masks), cropset, ui=ui.PreviewText(text))
 
 
-class VitruvianPasteRegions(io.ComfyNode):
+class VitruvianPasteRegions(VitruvianNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -420,12 +419,6 @@ class VitruvianPasteRegions(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, refined_crops, crop_geometry) -> io.NodeOutput:
-        where = "VitruvianPasteRegions"
-        check_comfy_image(image, where)
-        check_comfy_image(refined_crops, where)
-        if not isinstance(crop_geometry, CropSet):
-            raise TypeError(f"{where}: crop_geometry must be VITRUVIAN_CROPS from Crop Regions, got "
-                            f"{type(crop_geometry).__name__}")
         rgb, alpha = _rgb(image)
         refined, _ = _rgb(refined_crops)
         result = paste_crops(rgb, refined, crop_geometry)

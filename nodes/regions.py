@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import sys
 
-import torch
 
 from ..core.errors import ModelNotFoundError
 from ..core.pose import PoseBatch
@@ -36,7 +35,7 @@ from ..core.regions import (
     segs_to_regions,
 )
 from ..core.regions.segs import SEG
-from ._comfy import POSE, REGIONS, SEGS, category, io, ui
+from ._comfy import POSE, REGIONS, SEGS, VitruvianNode, category, io, ui
 from ._convert import image_to_core, mask_from_core
 
 __all__ = ["NODES", "detector_files", "resolve_detector", "register_folders"]
@@ -123,24 +122,6 @@ def _labels(text: str) -> list[str] | None:
     return labels or None
 
 
-def check_comfy_image(image, where: str) -> None:
-    """ValueError unless ``image`` is a non-empty ComfyUI IMAGE ``(B, H, W, C)``."""
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(f"{where}: image must be a ComfyUI IMAGE tensor (B, H, W, C), got {type(image).__name__}")
-    shape = tuple(image.shape)
-    if image.ndim != 4:
-        raise ValueError(f"{where}: image must be a ComfyUI IMAGE (B, H, W, C), got shape {shape}")
-    if shape[0] == 0:
-        raise ValueError(f"{where}: image batch is empty (B = 0); connect a node that outputs at least one image")
-    if shape[-1] not in (1, 3, 4):
-        hint = ""
-        if shape[1] in (1, 3, 4):
-            hint = ("; it looks channels-first (B, C, H, W): a custom node upstream returned a torch layout, "
-                    "convert it with image.movedim(1, -1)")
-        raise ValueError(f"{where}: image must be a ComfyUI IMAGE (B, H, W, C) with 1, 3 or 4 channels, "
-                         f"got shape {shape}{hint}")
-
-
 def _seg_class():
     """Impact Pack's own ``SEG`` when Impact is loaded in this ComfyUI, else the equivalent namedtuple."""
     impact_core = sys.modules.get("impact.core")
@@ -150,7 +131,7 @@ def _seg_class():
 # ----------------------------------------------------------------------------------- nodes
 
 
-class VitruvianDetectRegions(io.ComfyNode):
+class VitruvianDetectRegions(VitruvianNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -201,7 +182,6 @@ class VitruvianDetectRegions(io.ComfyNode):
     @classmethod
     def execute(cls, image, detector, labels, threshold, iou, max_per_image, keypoint_confidence,
                 pose: PoseBatch | None = None) -> io.NodeOutput:
-        check_comfy_image(image, "VitruvianDetectRegions")
         model = None
         if detector != NO_MODEL:
             model = load_detector(resolve_detector(detector), [root for _, root in _searched()])
@@ -213,7 +193,7 @@ class VitruvianDetectRegions(io.ComfyNode):
         return io.NodeOutput(regions, mask_from_core(regions.to_masks()), ui=ui.PreviewText(text))
 
 
-class VitruvianRegionsToMask(io.ComfyNode):
+class VitruvianRegionsToMask(VitruvianNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -240,7 +220,7 @@ class VitruvianRegionsToMask(io.ComfyNode):
         return io.NodeOutput(mask_from_core(mask))
 
 
-class VitruvianRegionsToSEGS(io.ComfyNode):
+class VitruvianRegionsToSEGS(VitruvianNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -261,11 +241,6 @@ class VitruvianRegionsToSEGS(io.ComfyNode):
 
     @classmethod
     def execute(cls, regions: RegionBatch, batch_index, crop_factor, labels, image=None) -> io.NodeOutput:
-        where = "VitruvianRegionsToSEGS"
-        if not isinstance(regions, RegionBatch):
-            raise TypeError(f"{where}: regions must be VITRUVIAN_REGIONS, got {type(regions).__name__}")
-        if image is not None:
-            check_comfy_image(image, where)
         wanted = _labels(labels)
         if wanted is not None:
             regions = regions.filter(wanted)
@@ -273,7 +248,7 @@ class VitruvianRegionsToSEGS(io.ComfyNode):
         return io.NodeOutput(segs)
 
 
-class VitruvianSEGSToRegions(io.ComfyNode):
+class VitruvianSEGSToRegions(VitruvianNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(

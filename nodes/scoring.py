@@ -34,7 +34,7 @@ from ..core.scoring import (
 )
 from ..core.scoring import aggregate as aggregate_scores
 from ..core.scoring.preview import draw_regions, format_score
-from ._comfy import REGIONS, category, io, ui
+from ._comfy import REGIONS, VitruvianNode, category, io, ui
 from ._convert import image_from_core, image_to_core
 
 __all__ = ["NODES", "scorer_options", "resolve_scorer", "register_folders"]
@@ -143,22 +143,11 @@ def _build_scorer(scorer: str, batch_size: int, normalization: str, size: int):
 
 
 def _core_image(image, where: str) -> torch.Tensor:
-    """ComfyUI IMAGE → ``(B, 3, H, W)``, with the pack's messages for the usual mistakes."""
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(f"{where}: image must be a ComfyUI IMAGE tensor (B, H, W, C), got {type(image).__name__}")
-    if image.ndim == 4 and image.shape[0] == 0:
-        raise ValueError(f"{where}: image batch is empty (B = 0); connect a node that outputs at least one image")
-    if image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
-        hint = ""
-        if image.ndim == 4 and image.shape[1] in (1, 3, 4):
-            hint = "; it looks channels-first (B, C, H, W): convert it with image.movedim(1, -1)"
-        raise ValueError(f"{where}: image must be a ComfyUI IMAGE (B, H, W, C), got shape {tuple(image.shape)}{hint}")
+    """ComfyUI IMAGE (checked by the node base) → ``(B, 3, H, W)``."""
     return check_image(image_to_core(image), where)
 
 
 def _check_regions(regions, image: torch.Tensor, where: str) -> RegionBatch:
-    if not isinstance(regions, RegionBatch):
-        raise TypeError(f"{where}: regions must be VITRUVIAN_REGIONS, got {type(regions).__name__}")
     b, _, h, w = image.shape
     if len(regions) != b:
         raise ValueError(f"{where}: regions describe {len(regions)} image(s) but the image batch has {b}; "
@@ -190,7 +179,7 @@ def _summary(regions: RegionBatch, name: str) -> str:
 # ----------------------------------------------------------------------------------- nodes
 
 
-class VitruvianScoreRegions(io.ComfyNode):
+class VitruvianScoreRegions(VitruvianNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -266,7 +255,7 @@ class VitruvianScoreRegions(io.ComfyNode):
         return io.NodeOutput(result.regions, report, values, name, ui=ui.PreviewText(text))
 
 
-class VitruvianRankImages(io.ComfyNode):
+class VitruvianRankImages(VitruvianNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -327,7 +316,7 @@ class VitruvianRankImages(io.ComfyNode):
         return io.NodeOutput(out, ranked, ",".join(map(str, keep)), keep, ui=ui.PreviewText(text))
 
 
-class VitruvianScorePreview(io.ComfyNode):
+class VitruvianScorePreview(VitruvianNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(

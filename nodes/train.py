@@ -29,7 +29,7 @@ from ..core.errors import VitruvianError
 from ..core.jobs import JobNotFoundError, JobStateError, JobStatus, check_job_id
 from ..core.jobs.store import format_setting
 from . import _train_host as host
-from ._comfy import category, io, ui
+from ._comfy import VitruvianNode, category, io, ui
 from .pairs import DEFAULT_DATASET
 
 __all__ = ["NODES", "JobFailedError"]
@@ -95,7 +95,7 @@ def _wait(job_id: str, steps: int) -> JobStatus:
         raise
 
 
-class VitruvianTrain(io.ComfyNode):
+class VitruvianTrain(VitruvianNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -212,7 +212,7 @@ _lora_cache: dict = {}
 _lora_lock = threading.Lock()
 
 
-class VitruvianLoadJobLoRA(io.ComfyNode):
+class VitruvianLoadJobLoRA(VitruvianNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(

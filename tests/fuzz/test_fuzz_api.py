@@ -12,8 +12,9 @@ the test's tmp folder, or ``$VITRUVIAN_FUZZ_REPORT``).
 Known failures live in ``tests/fuzz/known_failures.json`` (case key → outcome) so the suite stays green
 while node owners fix them; a new failure fails the test, a fixed one is listed as stale. Re-record with
 ``VITRUVIAN_UPDATE_FUZZ=1``. Each node gets the same, deterministic cases: the first
-``$VITRUVIAN_FUZZ_MAX_CASES`` (default 30) taken round-robin over its inputs, so every input is covered and
-a faster machine runs exactly what was recorded. ``$VITRUVIAN_FUZZ_BUDGET`` seconds (default 270) is only a
+``$VITRUVIAN_FUZZ_MAX_CASES`` (default: all of them, ~2,100 in ~100 s here) taken round-robin over its inputs,
+so every input is covered and a faster machine runs exactly what was recorded. ``$VITRUVIAN_FUZZ_BUDGET``
+seconds (default 600) is only a
 safety valve: past it no further case starts (the known-failure check then covers the cases that ran).
 """
 
@@ -213,8 +214,8 @@ def test_fuzz_every_node(fuzz_host, tmp_path, request):
     workflows = [prepare_workflow(w, fuzz_host, checkpoint) for w in raw]
     producers = producer_graphs(workflows, info)
 
-    budget = float(os.environ.get("VITRUVIAN_FUZZ_BUDGET", "270"))
-    per_node = int(os.environ.get("VITRUVIAN_FUZZ_MAX_CASES", "30"))
+    budget = float(os.environ.get("VITRUVIAN_FUZZ_BUDGET", "600"))
+    per_node = int(os.environ.get("VITRUVIAN_FUZZ_MAX_CASES", "100000"))
     good = 0
 
     def known_good() -> dict:

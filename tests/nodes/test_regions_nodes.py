@@ -306,9 +306,10 @@ def test_value_pose_and_detector_merge(regions_host, comfy_prefix):
 @pytest.mark.comfy
 @pytest.mark.slow
 @pytest.mark.parametrize("op, message", [
-    ("channels_first", "image must be a ComfyUI IMAGE (B, H, W, C) with 1, 3 or 4 channels, got shape "
+    ("channels_first", "input 'image': an IMAGE (B, H, W, C) with 1, 3 or 4 channels is expected, got shape "
                        "(1, 3, 400, 600); it looks channels-first (B, C, H, W)"),
-    ("empty", "image batch is empty (B = 0); connect a node that outputs at least one image"),
+    ("empty", "input 'image': a non-empty IMAGE is expected, got shape (0, 400, 600, 3); connect a node that "
+              "outputs at least one image"),
 ])
 def test_exception_bad_images(regions_host, op, message):
     prompt = _prompt("coffee.png", detector="colour_boxes.onnx")

@@ -333,9 +333,10 @@ def test_value_model_scorers_in_comfy_equal_core(scoring_host, scorer, name):
 @pytest.mark.comfy
 @pytest.mark.slow
 @pytest.mark.parametrize("op, message", [
-    ("channels_first", "image must be a ComfyUI IMAGE (B, H, W, C), got shape (1, 3, 512, 512); it looks "
-                       "channels-first (B, C, H, W)"),
-    ("empty", "image batch is empty (B = 0); connect a node that outputs at least one image"),
+    ("channels_first", "input 'image': an IMAGE (B, H, W, C) with 1, 3 or 4 channels is expected, got shape "
+                       "(1, 3, 512, 512); it looks channels-first (B, C, H, W)"),
+    ("empty", "input 'image': a non-empty IMAGE is expected, got shape (0, 512, 512, 3); connect a node that "
+              "outputs at least one image"),
 ])
 def test_exception_bad_images(scoring_host, op, message):
     prompt = _model_prompt("sharpness")
