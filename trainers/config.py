@@ -156,6 +156,10 @@ class TrainConfig:
                                choices=("weighted", "dpo"))
     patch_norm: str = _setting("all", "Patch-weighted errors divided by all latent elements ('all', released) or "
                                "by the weight sum ('mask').", group="patch", choices=("all", "mask"))
+    patch_quality: str = _setting("maps", "Where patch quality comes from: maps (the records' chosen_quality / "
+                                  "rejected_quality), regions (the records' face/hand boxes: the rejected image's "
+                                  "regions are its bad patches), or a Python callable 'module:function' "
+                                  "(batch, latent_size) -> (B, 2, 1, h, w) quality in [0, 1].", group="patch")
     # mpd
     mpd_combiner: str = _setting("mpd", "How global/face/hand losses combine: mpd (alpha-fair gradient weights) or "
                                  "sum.", group="mpd", choices=("mpd", "sum"))
@@ -231,6 +235,9 @@ class TrainConfig:
                                     or min(self.hg_stage_steps) < 1):
             problems.append(f"hg_stage_steps must be empty or one step count >= 1 per stage ({len(self.hg_stages)}), "
                             f"got {self.hg_stage_steps!r}; fix: --set hg_stage_steps=300,100,100")
+        if self.patch_quality not in ("maps", "regions") and ":" not in self.patch_quality:
+            problems.append(f"patch_quality must be maps, regions or a callable 'module:function', got "
+                            f"{self.patch_quality!r}; fix: --set patch_quality=regions")
         names = _objective_names()
         if names and self.objective not in names:
             problems.append(f"objective must be one of {', '.join(names)}, got {self.objective!r}; "

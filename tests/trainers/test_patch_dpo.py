@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from vitruvian.core.objectives.masks import patch_weights, quality_to_latent
+from vitruvian.core.errors import ConfigError
 from vitruvian.trainers.objectives import ObjectiveContext, PatchDPO, get_objective
+from vitruvian.trainers.objectives.patch_dpo import region_quality
 
 from ..tiny import tiny_scheduler
 from .objective_kit import region_pairs, run_cli
@@ -127,6 +129,60 @@ class TestLearning:
         assert (obj.form, obj.norm, obj.needs_reference) == ("dpo", "mask", True)
 
 
+def boxed_batch(B=2, seed=0):
+    """Pairs whose rejected image has a bad face in the top-left 32×32 pixels (latent cells 0..3)."""
+    batch = make_batch(B, seed=seed)
+    batch["face_boxes"] = [[torch.zeros(0, 4), torch.tensor([[0.0, 0.0, 32.0, 32.0]])] for _ in range(B)]
+    batch["hand_boxes"] = [[torch.zeros(0, 4), torch.zeros(0, 4)] for _ in range(B)]
+    return batch
+
+
+def top_left_quality(batch, latent_size):
+    """A user patch scorer (``module:function``): the rejected image is bad in the top-left quarter."""
+    q = torch.ones(batch["latents"].shape[0], 2, 1, 16, 16)
+    q[:, 1, :, :8, :8] = 0.0
+    return q
+
+
+class TestQualitySources:
+    def test_regions_value(self):
+        q = region_quality(boxed_batch(), (8, 8), 64)
+        assert q.shape == (2, 2, 1, 8, 8) and q[:, 0].eq(1).all()
+        assert q[:, 1, :, :4, :4].eq(0).all() and q[:, 1].sum() == 2 * (64 - 16)
+
+    def test_regions_fall_back_to_chosen_boxes(self):
+        batch = boxed_batch(B=1)
+        batch["hand_boxes"] = [[torch.tensor([[32.0, 32.0, 64.0, 64.0]]), torch.zeros(0, 4)]]
+        q = region_quality(batch, (8, 8), 64)
+        assert q[0, 1, 0, 4:, 4:].eq(0).all() and q[0, 1, 0, :4, :4].eq(0).all() and q[0, 1].sum() == 32
+
+    @pytest.mark.parametrize("source", ["regions", f"{__name__}:top_left_quality"])
+    def test_weights_follow_the_bad_regions(self, source):
+        """Region (or callable) quality: the chosen image is weighted in the face box only, the rejected one
+        outside it, with no dataset maps."""
+        obj = PatchDPO(form="weighted", quality=source, resolution=64)
+        batch = boxed_batch()
+        batch["quality"] = None  # no dataset maps needed
+        w_w, w_l = obj.batch_quality(batch, (8, 8))[:, 0], obj.batch_quality(batch, (8, 8))[:, 1]
+        from vitruvian.core.objectives.masks import quality_to_latent
+        q_l = quality_to_latent(w_l, (8, 8))
+        assert q_l[:, :, :4, :4].eq(0).all() and q_l[:, :, 4:, :].eq(1).all() and w_w.eq(1).all()
+        model = PixelModel()
+        ctx = ObjectiveContext(unet=model, scheduler=tiny_scheduler(), generator=torch.Generator().manual_seed(0))
+        out = obj(batch, ctx)
+        out.loss.backward()
+        assert torch.isfinite(out.loss) and out.metrics["weight_chosen"] == pytest.approx(16 / 64)
+
+    def test_exception(self):
+        with pytest.raises(ValueError, match="quality must be one of"):
+            PatchDPO(quality="bogus")
+        with pytest.raises(ConfigError, match="patch_quality must name an importable callable"):
+            PatchDPO(quality="vitruvian.nope:f")
+        with pytest.raises(ConfigError, match="patch_quality must be maps, regions"):
+            from vitruvian.trainers.config import TrainConfig
+            TrainConfig(objective="patch-dpo", base="/m", data="/d", out="/o", patch_quality="bogus")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("form", ["weighted", "dpo"])
 def test_cli_end_to_end(tmp_path, form):
@@ -136,4 +192,16 @@ def test_cli_end_to_end(tmp_path, form):
     assert run_cli("patch-dpo", data, tmp_path / "out", "--set", f"patch_form={form}") == 0
     state = load_lora_state(tmp_path / "out" / "vitruvian.safetensors")
     assert state.config["patch_form"] == form
+    assert any(v.abs().sum() > 0 for k, v in state.unet.items() if "lora_B" in k)
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_region_quality(tmp_path):
+    """patch-dpo from the records' face/hand boxes alone (no quality maps in the dataset)."""
+    from vitruvian.core.lora_io import load_lora_state
+
+    data = region_pairs(tmp_path / "data")
+    assert run_cli("patch-dpo", data, tmp_path / "out", "--set", "patch_quality=regions") == 0
+    state = load_lora_state(tmp_path / "out" / "vitruvian.safetensors")
+    assert state.config["patch_quality"] == "regions"
     assert any(v.abs().sum() > 0 for k, v in state.unet.items() if "lora_B" in k)

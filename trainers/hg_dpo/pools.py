@@ -12,7 +12,6 @@ FaceScore wrapper); higher is better.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...core.errors import ConfigError
+from ..callables import import_callable
 
 __all__ = ["resolve_scorer", "sharpness_score", "build_pipelines", "load_square", "to_tensor", "save_png"]
 
@@ -41,17 +40,7 @@ def resolve_scorer(name: str) -> Scorer:
     """``"sharpness"`` or ``"module:function"`` → the scoring callable; ConfigError otherwise."""
     if name == "sharpness":
         return sharpness_score
-    module, sep, func = name.partition(":")
-    if not sep or not module or not func:
-        raise ConfigError(f"hg-dpo: hg_scorer must be 'sharpness' or a callable 'module:function', got {name!r}; "
-                          "fix: --set hg_scorer=sharpness or --set hg_scorer=my_pkg.rewards:pickscore")
-    try:
-        fn = getattr(importlib.import_module(module), func)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"hg-dpo: hg_scorer must name an importable callable, got {name!r} ({e})") from e
-    if not callable(fn):
-        raise ConfigError(f"hg-dpo: hg_scorer must be callable, got {name!r} = {type(fn).__name__}")
-    return fn
+    return import_callable(name, key="hg_scorer", example="my_pkg.rewards:pickscore")
 
 
 def build_pipelines(base, *, device) -> tuple:

@@ -15,6 +15,13 @@ area-averaged to the latent grid and mapped to per-pixel weights by
 
 ``patch_norm``: ``"all"`` divides by every latent element (released; the loss scale follows the weighted
 area), ``"mask"`` by the weight sum.
+
+``patch_quality`` says where the maps come from: ``"maps"`` (the dataset's, above), ``"regions"`` (a
+patch scorer from the pair's face/hand boxes: the rejected image's boxes — or the chosen image's when the
+rejected has none — are its bad patches, everything else is good; so the chosen image teaches its faces and
+hands and the rejected one only what lies outside them), or a callable ``"module:function"`` called as
+``fn(batch, (h, w))`` that returns (B, 2, 1, H, W) quality in [0, 1] at any resolution (e.g. per-patch
+feature similarity to a reference image).
 """
 from __future__ import annotations
 
@@ -25,16 +32,42 @@ from typing import Any
 import torch
 
 from ...core.objectives.losses import CONVENTIONS, NORMS, denoise_error, dpo_loss
-from ...core.objectives.masks import PATCH_FORMS, patch_weights, quality_to_latent
+from ...core.objectives.masks import PATCH_FORMS, box_masks, patch_weights, quality_to_latent
 from .base import ObjectiveContext, ObjectiveOutput
 from .noising import drop_prompts, noisy_latents_and_target, predict, repeat_cond, sample_noise, sample_timesteps
 
-__all__ = ["PatchDPO", "pair_quality_weights"]
+__all__ = ["PatchDPO", "pair_quality_weights", "region_quality", "QUALITY_SOURCES"]
+
+#: Built-in sources of patch quality (a ``"module:function"`` callable is the third kind).
+QUALITY_SOURCES = ("maps", "regions")
 
 
-def pair_quality_weights(batch: Mapping[str, Any], latent_size: tuple[int, int], form: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The batch's quality maps → ``(W_chosen, W_rejected)``, each (B, 1, h, w) on the latents' device."""
-    quality = batch.get("quality")
+def region_quality(batch: Mapping[str, Any], latent_size: tuple[int, int], image_size: int) -> torch.Tensor:
+    """Patch quality from the pair's face and hand boxes: (B, 2, 1, h, w), 1 = good.
+
+    The chosen image is good everywhere; the rejected image is bad (0) inside its face/hand boxes, or
+    inside the chosen image's boxes when it has none (same prompt and seed, so the same layout). A pair
+    with no boxes at all gets all ones (it then teaches nothing on the chosen side in the released form).
+    """
+    latents = batch["latents"]
+    B = latents.shape[0]
+    bad = torch.zeros(B, 1, *latent_size, device=latents.device)
+    for kind in ("face_boxes", "hand_boxes"):
+        per_item = batch.get(kind) or [[torch.zeros(0, 4), torch.zeros(0, 4)]] * B
+        boxes = []
+        for item in per_item:
+            chosen, rejected = (item[0], item[1]) if len(item) > 1 else (item[0], item[0])
+            rejected = torch.as_tensor(rejected).reshape(-1, 4)
+            boxes.append(rejected if rejected.numel() else torch.as_tensor(chosen).reshape(-1, 4))
+        bad = torch.maximum(bad, box_masks(boxes, image_size, latent_size, device=latents.device))
+    return torch.stack([torch.ones_like(bad), 1.0 - bad], dim=1)
+
+
+def pair_quality_weights(batch: Mapping[str, Any], latent_size: tuple[int, int], form: str,
+                         quality: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's quality maps (or ``quality`` when given) → ``(W_chosen, W_rejected)``, each (B, 1, h, w)
+    on the latents' device."""
+    quality = batch.get("quality") if quality is None else quality
     latents = batch["latents"]
     if quality is None:
         raise ValueError(
@@ -43,7 +76,11 @@ def pair_quality_weights(batch: Mapping[str, Any], latent_size: tuple[int, int],
         )
     if quality.ndim != 5 or quality.shape[1] < 2:
         raise ValueError(f"patch-dpo: quality must be (B, 2, 1, R, R) for pairs, got {tuple(quality.shape)}")
-    q = quality.to(latents.device)
+    if quality.shape[0] != latents.shape[0] or not bool(torch.isfinite(quality).all()) \
+            or quality.min() < 0 or quality.max() > 1:
+        raise ValueError(f"patch-dpo: quality must be one (2, 1, H, W) map pair per sample ({latents.shape[0]}) in "
+                         f"[0, 1], got shape {tuple(quality.shape)} in [{float(quality.min())}, {float(quality.max())}]")
+    q = quality.to(latents.device, torch.float32)
     q_w, q_l = quality_to_latent(q[:, 0], latent_size), quality_to_latent(q[:, 1], latent_size)
     return patch_weights(q_w, q_l, form)
 
@@ -62,6 +99,8 @@ class PatchDPO:
     beta: float = 5000.0
     convention: str = "official"
     proportion_empty_prompts: float = 0.0
+    quality: str = "maps"
+    resolution: int | None = None
 
     name = "patch-dpo"
     images_per_sample = 2
@@ -72,6 +111,26 @@ class PatchDPO:
         if self.norm not in NORMS or self.convention not in CONVENTIONS or not self.beta > 0:
             raise ValueError(f"PatchDPO: norm must be in {NORMS}, convention in {CONVENTIONS}, beta > 0; got "
                              f"{self.norm!r}, {self.convention!r}, {self.beta!r}")
+        if self.quality not in QUALITY_SOURCES and ":" not in self.quality:
+            raise ValueError(f"PatchDPO: quality must be one of {QUALITY_SOURCES} or 'module:function', got "
+                             f"{self.quality!r}")
+        if ":" in self.quality:  # import now, so a bad name fails before any model loads
+            from ..callables import import_callable
+
+            object.__setattr__(self, "_scorer", import_callable(self.quality, key="patch_quality",
+                                                                example="my_pkg.patches:similarity"))
+
+    def batch_quality(self, batch: Mapping[str, Any], latent_size: tuple[int, int]) -> torch.Tensor | None:
+        """(B, 2, 1, H, W) quality from :attr:`quality`'s source (None: the dataset's maps)."""
+        if self.quality == "maps":
+            return None
+        if self.quality == "regions":
+            return region_quality(batch, latent_size, self.resolution or 8 * latent_size[0])
+        quality = self._scorer(batch, latent_size)
+        if not isinstance(quality, torch.Tensor) or quality.ndim != 5 or quality.shape[1:3] != (2, 1):
+            raise ValueError(f"patch-dpo: patch_quality {self.quality!r} must return a (B, 2, 1, H, W) tensor, got "
+                             f"{tuple(quality.shape) if isinstance(quality, torch.Tensor) else type(quality).__name__}")
+        return quality
 
     @property
     def needs_reference(self) -> bool:
@@ -82,7 +141,8 @@ class PatchDPO:
         if config is None:
             return cls()
         return cls(form=config.patch_form, norm=config.patch_norm, beta=config.beta,
-                   convention=config.beta_convention, proportion_empty_prompts=config.proportion_empty_prompts)
+                   convention=config.beta_convention, proportion_empty_prompts=config.proportion_empty_prompts,
+                   quality=config.patch_quality, resolution=config.resolution)
 
     def __call__(self, batch: Mapping[str, Any], ctx: ObjectiveContext) -> ObjectiveOutput:
         from ..models import adapters_disabled, unwrap_model
@@ -91,7 +151,7 @@ class PatchDPO:
         if latents.ndim != 5 or latents.shape[1] != 2:
             raise ValueError(f"patch-dpo: batch latents must be (B, 2, C, h, w) pairs, got {tuple(latents.shape)}")
         B, _, _, h, w = latents.shape
-        w_w, w_l = pair_quality_weights(batch, (h, w), self.form)
+        w_w, w_l = pair_quality_weights(batch, (h, w), self.form, self.batch_quality(batch, (h, w)))
         weights = torch.cat([w_w, w_l])  # (2B, 1, h, w)
         x0 = torch.cat([latents[:, 0], latents[:, 1]])
         t = sample_timesteps(B, ctx.scheduler, ctx.generator).repeat(2)
