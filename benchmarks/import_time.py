@@ -37,14 +37,16 @@ HEADLESS_MODULES = ("vitruvian", "vitruvian.core.pose", "vitruvian.trainers")
 
 _TIME_IMPORT = "import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
 
-# Runs in the host's Python with cwd = the ComfyUI folder. ComfyUI has imported comfy_api (and torch) before
-# it loads custom nodes, so that part is the baseline, and the pack's own cost is what comes after.
+# Runs in the host's Python with cwd = the ComfyUI folder. ComfyUI's main.py has imported torch, comfy_api,
+# nodes, execution and server (aiohttp) before it loads custom nodes, so that part is the baseline, and the
+# pack's own cost is what comes after.
 _IN_COMFY = r"""
 import asyncio, importlib.util, os, sys, time
 sys.argv = [sys.argv[0], "--cpu"]
 import comfy.options; comfy.options.enable_args_parsing()
 t = time.perf_counter(); import torch; t_torch = time.perf_counter() - t
-t = time.perf_counter(); import comfy_api.latest, nodes; t_comfy = time.perf_counter() - t
+import utils.extra_config  # what main.py imports first (makes ComfyUI's utils/ the package `utils`)
+t = time.perf_counter(); import execution, server, comfy_api.latest, nodes; t_comfy = time.perf_counter() - t
 pack = os.environ["VITRUVIAN_PACK_DIR"]
 before = set(sys.modules)
 t = time.perf_counter()
@@ -153,7 +155,7 @@ def report(head: dict, comfy: dict) -> str:
         ct = comfy["torch"]
         lines += [
             f"| `import torch` (baseline, ComfyUI's venv) | {ct:.3f} | 1.00 |",
-            f"| ComfyUI's `comfy_api.latest` + `nodes` (loaded before any pack) | {comfy['comfy_api']:.3f} | "
+            f"| ComfyUI's `comfy_api.latest`, `nodes`, `execution`, `server` (loaded before any pack) | {comfy['comfy_api']:.3f} | "
             f"{comfy['comfy_api'] / ct:.2f} |",
             f"| **the pack inside ComfyUI** (import + `comfy_entrypoint()` + `get_node_list()`, {comfy['nodes']} "
             f"nodes) | **{comfy['pack']:.3f}** | {comfy['pack'] / ct:.2f} |",

@@ -34,13 +34,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import networkx as nx
 import torch
 
 from ..pose import Part, Person, build_pose_graph, part_subgraph
 from ..regions import Region
+
+if TYPE_CHECKING:  # networkx costs ~0.2 s to import; ComfyUI imports every pack at start
+    import networkx as nx
 
 __all__ = ["HAND_SCORE_NAMES", "HandPriors", "hand_graph", "score_hand", "HandScorer"]
 
@@ -93,6 +95,8 @@ def hand_graph(keypoints: torch.Tensor, *, min_confidence: float = 0.3) -> nx.Gr
     k = torch.as_tensor(keypoints, dtype=torch.float32)
     if k.shape != (21, 3):
         raise ValueError(f"hand_graph: keypoints must be (21, 3) x, y, confidence (hand21), got {tuple(k.shape)}")
+    import networkx as nx
+
     G = part_subgraph(build_pose_graph(Person(left_hand=Part("hand21", k)), min_confidence=min_confidence), "left_hand")
     return nx.relabel_nodes(G, {node: node[1] for node in G.nodes})
 
@@ -168,6 +172,8 @@ def score_hand(keypoints: torch.Tensor, *, min_confidence: float = 0.3, priors: 
         length = sum(_dist(pts[a], pts[b]) for a, b in zip(joints, joints[1:]))
         if len(joints) >= 3 and tip_side and length >= p.min_finger_length * palm:
             present.append(f)
+    import networkx as nx
+
     same = nx.Graph()
     same.add_nodes_from(present)
     for a in present:
