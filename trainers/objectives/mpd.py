@@ -20,6 +20,10 @@ normalised over the whole latent (``mpd_norm = "all"``, as released) or over the
 - ``mpd_every = N`` > 1: the weights are re-solved every N optimizer steps; in between one backward of
   K·Σ w_k·l_k with the last weights (the cost of SFT plus two masked reductions).
 - ``mpd_combiner = "sum"``: plain l_global + l_face + l_hand, for comparison.
+
+Many processes (``accelerate launch``): the per-task gradients do not go through DDP's all-reduce, so
+:meth:`MPD.backward` averages G over the processes itself before the solve; every process then holds
+the same weights and writes the same gradient.
 """
 from __future__ import annotations
 
@@ -29,7 +33,6 @@ from typing import Any
 
 import torch
 
-from ...core.errors import ConfigError
 from ...core.objectives.losses import NORMS, denoise_error
 from ...core.objectives.masks import box_masks
 from ...core.objectives.mpd import fair_weights, gram
@@ -125,7 +128,9 @@ class MPD:
                 per[kind] = denoise_error(pred, target, m * self.mask_scale**2, norm=self.norm)
         tasks = {k: v.mean() for k, v in per.items()}
         loss = sum(tasks.values())
-        metrics = {f"loss_{k}": v.detach() for k, v in tasks.items()}
+        # every task's loss is logged (0 where the micro-batch has no such region), so that all processes
+        # of a distributed run log the same metric names
+        metrics = {f"loss_{k}": tasks[k].detach() if k in tasks else torch.zeros((), device=x0.device) for k in TASKS}
         return MultiTaskOutput(loss=loss, per_sample=sum(per.values()).detach(), metrics=metrics, tasks=tasks)
 
     # -- the combiner: called by the loop instead of accelerator.backward ---------------------------
@@ -136,18 +141,23 @@ class MPD:
         if self.combiner == "sum":
             accelerator.backward(sum(tasks.values()))
             return {}
-        if accelerator.num_processes > 1:
-            raise ConfigError("mpd: mpd_combiner='mpd' runs in one process only for now (the per-task "
-                              f"gradients bypass DDP's all-reduce), got {accelerator.num_processes} processes; "
-                              "fix: run one process, or --set mpd_combiner=sum")
         names = list(tasks)
-        if self.weights is not None and step % self.every != 0 and set(names) <= set(self.weights):
+        distributed = accelerator.num_processes > 1
+        # Every process must take the same branch (a solve is no DDP backward, a between-solves step is).
+        if self.weights is not None and step % self.every != 0 and (distributed or set(names) <= set(self.weights)):
             k = len(names)  # between solves: one backward of K·Σ w_k·l_k with the last weights
-            accelerator.backward(sum(k * self.weights[n] * tasks[n] for n in names))
-            return {f"w_{n}": torch.tensor(self.weights[n]) for n in names}
+            accelerator.backward(sum(k * self.weights.get(n, 0.0) * tasks[n] for n in names))
+            return {f"w_{n}": torch.tensor(self.weights.get(n, 0.0)) for n in (TASKS if distributed else names)}
         scaler = getattr(accelerator, "scaler", None)
         scale = float(scaler.get_scale()) if scaler is not None else 1.0
         G = task_gradients([tasks[n] * scale for n in names], params) / scale  # (K, P) fp32, unscaled
+        if distributed:
+            # The per-task gradients bypass DDP's all-reduce: average them over the processes here, one
+            # row per task of TASKS (zeros where this process's micro-batch lacks the task), so every
+            # process solves the same weights on the whole batch and writes the same gradient.
+            full = torch.zeros(len(TASKS), G.shape[1], dtype=G.dtype, device=G.device)
+            full[[TASKS.index(n) for n in names]] = G
+            G, names = accelerator.reduce(full, "mean"), list(TASKS)
         if not bool(torch.isfinite(G).all()):  # fp16 overflow: let the scaler skip this step
             for p in params:
                 p.grad = torch.full_like(p, float("inf"))
