@@ -42,6 +42,7 @@ __all__ = [
     "save_lora",
     "load_lora_state",
     "read_lora_metadata",
+    "unwrap_model",
 ]
 
 KOHYA_PREFIXES = {"unet": "lora_unet_", "te": "lora_te_", "te1": "lora_te1_", "te2": "lora_te2_"}
@@ -58,8 +59,8 @@ def _version() -> str:
         return "unknown"
 
 
-def _unwrap(model):
-    """The module under DDP/DataParallel and ``torch.compile`` wrappers."""
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The module under DDP/DataParallel and ``torch.compile`` (``_orig_mod``) wrappers."""
     while True:
         if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
             model = model.module
@@ -176,7 +177,7 @@ def save_lora(
     path = Path(path)
     if not path.parent.is_dir():
         raise ConfigError(f"save_lora: path must be in an existing folder, got {str(path)!r}")
-    unet = _unwrap(unet)
+    unet = unwrap_model(unet)
     cfg = _adapter(unet, adapter_name, "unet")
     tensors, modules = peft_to_kohya(get_peft_model_state_dict(unet, adapter_name=adapter_name), "unet", cfg.lora_alpha, dtype=dtype)
     names = {"unet": modules}
@@ -188,7 +189,7 @@ def save_lora(
         for part, enc in zip(parts, encoders):
             if enc is None:
                 continue
-            enc = _unwrap(enc)
+            enc = unwrap_model(enc)
             te_cfg = _adapter(enc, adapter_name, f"text encoder {part!r}")
             state = get_peft_model_state_dict(enc, adapter_name=adapter_name)
             te_tensors, names[part] = peft_to_kohya(state, part, te_cfg.lora_alpha, dtype=dtype)

@@ -16,19 +16,9 @@ from contextlib import contextmanager
 import torch
 
 from ..core.errors import ConfigError
+from ..core.lora_io import unwrap_model
 
 __all__ = ["unwrap_model", "lora_layers", "add_lora", "adapters_disabled", "merge_lora", "apply_lora_state"]
-
-
-def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The module under DDP/DataParallel and ``torch.compile`` (``_orig_mod``) wrappers."""
-    while True:
-        if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
 
 
 def lora_layers(model: torch.nn.Module) -> list:
