@@ -203,10 +203,16 @@ def plot_losses(progress: Path, png: Path) -> None:
 
 
 def train_step(out: Path, model: Path, data: Path, *, steps: int) -> Path:
-    """DPO LoRA for ``steps`` steps on the tiny model; returns the LoRA path."""
+    """DPO LoRA for ``steps`` steps on the tiny model; returns the LoRA path. A previous demo run's
+    ``run/`` folder is replaced (the trainer refuses to start fresh over another run's checkpoints)."""
+    import shutil
+
     from .trainers import train
     from .trainers.config import load_config
 
+    if (out / "run").exists():
+        print(f"[train] replacing the previous demo run in {out / 'run'}")
+        shutil.rmtree(out / "run")
     config = load_config("dpo", overrides=[
         f"base={model}", f"data={data}", f"out={out / 'run'}", f"steps={steps}", f"resolution={SIZE}",
         "batch_size=2", "rank=4", "alpha=4", "learning_rate=1e-3", f"checkpoint_every={steps}", "name=demo-dpo"])
@@ -234,6 +240,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    STAGES.clear()
     started = time.perf_counter()
 
     with stage("pose"):

@@ -4,6 +4,10 @@
 - ``GET  /vitruvian/jobs/{id}``         → one status with its loss curve and log tail
 - ``POST /vitruvian/jobs/{id}/cancel``  → the status after SIGTERM was sent
 
+The handlers read job folders, take the job's file lock and query processes: blocking work, so it runs in
+a worker thread (``asyncio.to_thread``), never on the server's event loop, which must keep serving the
+page and its websocket while jobs train.
+
 Only jobs under this ComfyUI's ``output/vitruvian/jobs`` are reachable: the id must match the job-id
 pattern (no path, no ``..``) and name an existing job folder there; nothing else is read or written.
 Errors answer ``{"error": message}`` with 400 (malformed id) or 404 (unknown id).
@@ -11,6 +15,7 @@ Errors answer ``{"error": message}`` with 400 (malformed id) or 404 (unknown id)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from ..core.jobs import JobNotFoundError, check_job_id
@@ -42,30 +47,37 @@ def _job_or_error(request):
     return job_id, None
 
 
-async def list_jobs(request):
+def _list() -> dict:
     statuses = host.store().list()
     for status in statuses:
         if not status.ended:
             host.watch(status.id)  # e.g. jobs started before a restart: their changes are pushed again
-    jobs = [s.to_dict(curve=True, log=False) for s in statuses]
-    return _json({"root": str(host.jobs_root()), "jobs": jobs})
+    return {"root": str(host.jobs_root()), "jobs": [s.to_dict(curve=True, log=False) for s in statuses]}
 
 
-async def get_job(request):
-    job_id, error = _job_or_error(request)
-    if error is not None:
-        return error
-    return _json(host.store().status(job_id, log_lines=60).to_dict())
-
-
-async def cancel_job(request):
-    job_id, error = _job_or_error(request)
-    if error is not None:
-        return error
+def _cancel(job_id: str) -> dict:
     status = host.store().cancel(job_id)
     host.send_status(status)
     host.watch(job_id)
-    return _json(status.to_dict(log=False))
+    return status.to_dict(log=False)
+
+
+async def list_jobs(request):
+    return _json(await asyncio.to_thread(_list))
+
+
+async def get_job(request):
+    job_id, error = _job_or_error(request)  # a name check and one stat
+    if error is not None:
+        return error
+    return _json((await asyncio.to_thread(host.store().status, job_id, log_lines=60)).to_dict())
+
+
+async def cancel_job(request):
+    job_id, error = _job_or_error(request)  # a name check and one stat
+    if error is not None:
+        return error
+    return _json(await asyncio.to_thread(_cancel, job_id))
 
 
 def register() -> bool:

@@ -79,10 +79,14 @@ def _wait(job_id: str, steps: int) -> JobStatus:
 
     store = host.store()
     bar = comfy.utils.ProgressBar(max(1, steps))
+    shown = [None]
 
     def update(status: JobStatus) -> None:
-        bar.update_absolute(min(status.step, bar.total), max(1, status.steps))  # raises when interrupted
         mm.throw_exception_if_processing_interrupted()
+        value = (min(status.step, max(1, status.steps)), max(1, status.steps))
+        if value != shown[0]:  # a progress message per new step, not per poll
+            shown[0] = value
+            bar.update_absolute(*value)
 
     try:
         return store.wait(job_id, poll=0.5, on_update=update)

@@ -5,7 +5,8 @@
 2. Phase ``training``: runs the pack's trainer CLI module in this process (``<package>.trainers``, by
    name through ``runpy``: core does not import the trainer) with the job's objective and settings as
    ``--set key=value``. The trainer owns SIGTERM while it trains (finish the step, checkpoint, exit 0);
-   before that, SIGTERM ends this process at once, recorded as exit code 143.
+   before that, SIGTERM ends this process at once, recorded as exit code 143. On Windows a cancel
+   arrives as SIGBREAK (``CTRL_BREAK_EVENT``) and is handled as SIGTERM (:func:`_on_break`).
 3. Checks the outcome (:func:`~.status.training_outcome`: never "finished" when nothing trained),
    copies the final LoRA atomically to the job's ``publish`` path, and writes ``run.json`` (phase
    ``done``, exit code, error, published path). Exits with the trainer's code.
@@ -48,6 +49,17 @@ def _on_term(signum, frame):
     raise _Terminated()
 
 
+def _on_break(signum, frame):
+    """Windows: the store's cancel (``CTRL_BREAK_EVENT``) arrives as SIGBREAK; do what SIGTERM would do
+    now, through whichever SIGTERM handler is installed: this launcher's, or the trainer's while it trains
+    (which then records the stop as "SIGTERM", as on POSIX)."""
+    handler = signal.getsignal(signal.SIGTERM)
+    if callable(handler):
+        handler(signal.SIGTERM, frame)
+    elif handler != signal.SIG_IGN:  # SIG_DFL (after the trainer's run): end now, as SIGTERM would
+        raise SystemExit(_TERMINATED)
+
+
 def _run_trainer(job: dict) -> int:
     package = (__package__ or "vitruvian.core.jobs").split(".")[0]
     sys.argv = ["vitruvian-train", *trainer_argv(job)]
@@ -71,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     run = {"attempt": job.get("attempt", 1), "pid": os.getpid(), "started": time.time(), "phase": "waiting"}
     write_json(folder / RUN_FILE, run)
     previous = signal.signal(signal.SIGTERM, _on_term)
+    if hasattr(signal, "SIGBREAK"):  # Windows only; see _on_break
+        signal.signal(signal.SIGBREAK, _on_break)
     code, error = 1, ""
     try:
         if job.get("exclusive", True):

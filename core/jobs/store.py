@@ -100,7 +100,7 @@ class JobStore:
         folder = self.job_dir(job_id)
         proc = self._procs.get(job_id)
         if proc is not None and proc.poll() is not None:
-            del self._procs[job_id]
+            self._procs.pop(job_id, None)  # pop: ComfyUI asks from its worker and its HTTP threads
         return read_status(folder, log_lines=log_lines)
 
     def list(self) -> list[JobStatus]:
@@ -243,7 +243,7 @@ class JobStore:
 
     @contextmanager
     def _locked(self, folder: Path):
-        from filelock import FileLock  # a dependency of torch and huggingface_hub
+        from filelock import FileLock
 
         with FileLock(str(folder / ".job.lock"), timeout=30):
             yield

@@ -39,14 +39,6 @@ SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 THUMBNAIL_SIZE = (480, 360)
 
 
-#: Workflows not run in the page, with the reason (printed). The workflow itself still runs over the HTTP API.
-TOO_LONG_FOR_THE_BROWSER = {
-    "closed_loop": "trains a LoRA as a background job; on a loaded 2-core CPU the page stopped answering the "
-                   "DevTools protocol for 60 s while it ran (open thread); the workflow runs in "
-                   "tests/nodes/test_train_nodes.py and tests/nodes/test_host.py",
-}
-
-
 def ui_workflows() -> list[Path]:
     return sorted(p for p in (REPO_ROOT / "example_workflows").glob("*.json") if not p.name.startswith("_"))
 
@@ -121,9 +113,6 @@ def test_workflow_in_frontend(request, comfy_host, frontend, path, tmp_path):
     from ..test_node_surface import converter
 
     name = path.stem
-    if name in TOO_LONG_FOR_THE_BROWSER:
-        print(f"\n[browser] skipping {name}: {TOO_LONG_FOR_THE_BROWSER[name]}")
-        pytest.skip(TOO_LONG_FOR_THE_BROWSER[name])
     workflow = json.loads(path.read_text(encoding="utf-8"))
     twin_path = REPO_ROOT / "workflows" / f"{name}.api.json"
     assert twin_path.is_file(), f"{path.name} has no API twin {twin_path.relative_to(REPO_ROOT)}"

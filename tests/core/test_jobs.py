@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import torch
 
 from vitruvian.core.jobs import JobNotFoundError, JobStateError, JobStore, check_job_id, read_status
 from vitruvian.core.jobs.files import JOB_FILE, OUT_DIR, RUN_FILE, log_tail, write_json
-from vitruvian.core.jobs.process import module_command, pid_alive, process_start_time
+from vitruvian.core.jobs.process import module_command, pid_alive, process_start_time, spawn
 from vitruvian.core.pairs import PairRecord, append_pairs
 
 from ..tiny import tiny_diffusers_folder
@@ -135,6 +136,39 @@ def test_module_command_runs_the_pack_under_any_folder_name(tmp_path):
     assert done.returncode == 2 and "usage: python -m vitruvian.core.jobs.launcher" in done.stderr
     with pytest.raises(ValueError, match="module must be a module of the pack"):
         module_command("os", pack_dir=link)
+
+
+def test_job_processes_wait_passively_unless_told(tmp_path):
+    """OpenMP threads of a job must not spin on cores that ComfyUI and the browser need (spawn's docstring)."""
+    show = [sys.executable, "-c", "import os; print(os.environ.get('OMP_WAIT_POLICY'))"]
+    unset = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for env, expected in ((unset, "PASSIVE"), ({**unset, "OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE")):
+        log = tmp_path / f"{expected}.log"
+        assert spawn(show, cwd=tmp_path, log_path=log, env=env).wait(timeout=60) == 0
+        assert log.read_text().split() == [expected]
+
+
+def test_windows_break_is_handled_as_sigterm():
+    """Windows cancels with CTRL_BREAK_EVENT (SIGBREAK); the launcher hands it to the SIGTERM handler in force
+    (its own, or the trainer's while it trains). Only the hand-over runs here: POSIX has no SIGBREAK."""
+    from vitruvian.core.jobs import launcher
+
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        launcher._on_break(getattr(signal, "SIGBREAK", 21), None)
+        assert received == [signal.SIGTERM]
+        signal.signal(signal.SIGTERM, launcher._on_term)
+        with pytest.raises(launcher._Terminated):
+            launcher._on_break(21, None)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        with pytest.raises(SystemExit) as stopped:
+            launcher._on_break(21, None)
+        assert stopped.value.code == 143
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        launcher._on_break(21, None)  # ignored, as SIGTERM would be
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ------------------------------------------------------------------------------------------ real jobs
