@@ -43,8 +43,15 @@ def grow_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     cross = torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 0.0]], device=mask.device)
     square = torch.ones(3, 3, device=mask.device)
     out = mask.float()
-    for step in range(abs(pixels)):
+    # After H + W steps every pixel has seen the whole image (a point grows at least a diamond of that
+    # L1 radius), and a pair of steps that changes nothing is a fixed point: both end the loop early, so
+    # a large radius on a small image costs what the image needs, not what was asked.
+    steps = min(abs(pixels), mask.shape[-2] + mask.shape[-1])
+    for step in range(steps):
+        before = out if step % 2 == 0 else before
         out = op(out, cross if step % 2 == 0 else square)
+        if step % 2 == 1 and torch.equal(out, before):
+            break
     return out.clamp(0, 1)
 
 

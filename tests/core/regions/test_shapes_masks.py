@@ -42,6 +42,21 @@ def test_value_grow_and_shrink():
     assert torch.equal(grow_mask(square, 0), square)
 
 
+@pytest.mark.parametrize("pixels", [3, 8, 60, 512, -3, -8, -60, -512])
+def test_value_large_radius_stops_early_with_the_same_result(pixels):
+    """The early stops (H + W steps, a fixed point) give exactly the step-by-step result."""
+    from kornia.morphology import dilation, erosion
+
+    torch.manual_seed(0)
+    m = ((torch.rand(1, 1, 12, 15) > 0.9) | (torch.rand(1, 1, 12, 15) > 0.5) * (pixels < 0)).float()
+    op = dilation if pixels > 0 else erosion
+    kernels = (torch.tensor([[0.0, 1, 0], [1, 1, 1], [0, 1, 0]]), torch.ones(3, 3))
+    expected = m
+    for step in range(min(abs(pixels), 80)):  # 80 > 12 + 15: saturated long before
+        expected = op(expected, kernels[step % 2])
+    assert torch.equal(grow_mask(m, pixels), expected)
+
+
 def test_value_feather():
     m = torch.zeros(1, 1, 32, 32)
     m[..., 8:24, 8:24] = 1
