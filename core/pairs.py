@@ -1,7 +1,9 @@
 """Preference pairs from scored images, appended to a trainer dataset (``metadata.jsonl`` + images).
 
 Choosing: :func:`choose_pairs` turns one batch's per-image scores into (winner, loser) index pairs;
-:func:`choose_real_pairs` makes real photos the winners against the worst generated images (HG-DPO).
+:func:`choose_real_pairs` makes real photos the winners against the worst generated images (HG-DPO);
+:func:`choose_same_index_pairs` pairs real image i with generated image i, e.g. a real face crop with
+the same crop inpainted at low quality (the FaceScore scorer's pairs).
 
 Writing: :func:`append_pairs` stores each image once, as ``images/<content hash>.png`` (the hash of
 the 8-bit pixels that are saved, so the same image is the same file however often it comes), quality
@@ -31,11 +33,13 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["PAIRINGS", "SOURCES", "PairRecord", "AppendResult", "choose_pairs", "choose_real_pairs", "image_hash",
-           "append_pairs", "METADATA"]
+__all__ = ["PAIRINGS", "SAME_INDEX", "SOURCES", "PairRecord", "AppendResult", "choose_pairs", "choose_real_pairs",
+           "choose_same_index_pairs", "image_hash", "append_pairs", "METADATA"]
 
 #: ``extremes``: i-th best against i-th worst (disjoint pairs); ``best_vs_rest``: the best against each other.
 PAIRINGS = ("extremes", "best_vs_rest")
+#: Real image i against generated image i (:func:`choose_same_index_pairs`); needs real images.
+SAME_INDEX = "same_index"
 #: Where a winner came from (the trainer's ``chosen_source``).
 SOURCES = ("generated", "real", "reconstructed")
 METADATA = "metadata.jsonl"
@@ -109,6 +113,60 @@ def choose_real_pairs(scores: Sequence[float | None], n_real: int, *, max_pairs:
     if max_pairs:
         losers = losers[:max_pairs]
     return [(k % n_real, j) for k, j in enumerate(losers)]
+
+
+def choose_same_index_pairs(scores: Sequence[float | None], n_real: int, *,
+                            real_scores: Sequence[float | None] | None = None, max_pairs: int = 0,
+                            min_margin: float = 0.0, higher_is_better: bool = True) -> list[tuple[int, int]]:
+    """``(i, i)``: real image i wins against generated image i (the same face, degraded).
+
+    Without scores (every entry None) every index is paired, in order. With the generated images'
+    scores, unscored images are not paired and the worst come first, so ``max_pairs`` keeps the most
+    degraded. Where ``real_scores`` also scores real image i, the pair is kept only when the real image
+    is better by more than 0 and by at least ``min_margin`` (a degradation the score cannot see is no
+    preference); ``min_margin`` > 0 needs ``real_scores``.
+
+    Example:
+        >>> choose_same_index_pairs([None, None, None], 3)
+        [(0, 0), (1, 1), (2, 2)]
+        >>> choose_same_index_pairs([0.5, 0.1, None], 3, max_pairs=1)
+        [(1, 1)]
+        >>> choose_same_index_pairs([0.5, 0.1, 0.3], 3, real_scores=[0.9, 0.2, 0.3], min_margin=0.2)
+        [(0, 0)]
+    """
+    where = "choose_same_index_pairs"
+    values = list(scores)
+    if not isinstance(n_real, int) or n_real != len(values):
+        raise ValueError(f"{where}: n_real must equal the number of generated images ({len(values)}): same_index "
+                         f"pairs real image i with generated image i, got {n_real!r}; give one real image per "
+                         "generated one, in the same order")
+    if not isinstance(max_pairs, int) or max_pairs < 0:
+        raise ValueError(f"{where}: max_pairs must be an int >= 0 (0 = no limit), got {max_pairs!r}")
+    if not (isinstance(min_margin, (int, float)) and min_margin >= 0):
+        raise ValueError(f"{where}: min_margin must be a number >= 0, got {min_margin!r}")
+    if min_margin and real_scores is None:
+        raise ValueError(f"{where}: min_margin compares real and generated scores, got min_margin {min_margin!r} "
+                         "without real_scores; score the real images too, or set min_margin to 0")
+    ranked = _ranked(values, higher_is_better, where)
+    order = list(reversed(ranked)) if ranked else list(range(len(values)))
+    if real_scores is not None:
+        real = list(real_scores)
+        if len(real) != len(values):
+            raise ValueError(f"{where}: real_scores must hold one score (or None) per real image ({len(values)}), "
+                             f"got {len(real)}")
+        _ranked(real, higher_is_better, where + " real_scores")
+        sign = 1.0 if higher_is_better else -1.0
+
+        def better(i: int) -> bool:
+            if real[i] is None or values[i] is None:
+                return True  # nothing to compare: the pair stands on how it was made
+            margin = sign * (real[i] - values[i])
+            return margin > 0 and margin >= min_margin
+
+        order = [i for i in order if better(i)]
+    if max_pairs:
+        order = order[:max_pairs]
+    return [(i, i) for i in order]
 
 
 # ----------------------------------------------------------------------------------------- writing
@@ -256,7 +314,7 @@ def append_pairs(folder: str | os.PathLike, pairs: Sequence[PairRecord]) -> Appe
     in ``duplicates`` and not written. Existing lines are kept byte for byte (even malformed ones: the
     trainer's validation reports those).
     """
-    from filelock import FileLock  # a dependency of torch and huggingface_hub
+    from filelock import FileLock  # declared in pyproject.toml and requirements.txt
 
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)

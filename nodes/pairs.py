@@ -4,6 +4,8 @@
   appends them to a trainer dataset (``core.pairs``: images stored once by content hash, records appended
   atomically, repeated pairs skipped). Real images, when connected, are the winners (HG-DPO); face and
   hand boxes come from the regions (MPD); an optional MASK batch gives patch-quality maps (PatchDPO).
+  Pairing ``same_index`` pairs real image i with image i, scores optional: real face crops against the
+  same crops inpainted at low quality make the ``train-scorer`` objective's pairs (FaceScore).
 - **Compare** draws the before/after grid of the same prompts and seeds and the score distributions
   (``core.compare``) and saves both.
 
@@ -16,7 +18,9 @@ from __future__ import annotations
 import torch
 
 from ..core.compare import before_after_grid, score_plot
-from ..core.pairs import PAIRINGS, PairRecord, append_pairs, choose_pairs, choose_real_pairs
+from ..core.pairs import (
+    PAIRINGS, SAME_INDEX, PairRecord, append_pairs, choose_pairs, choose_real_pairs, choose_same_index_pairs,
+)
 from ..core.regions import RegionBatch
 from ..core.scoring import aggregate as aggregate_scores
 from . import _train_host as host
@@ -69,6 +73,23 @@ def _scores(image, regions, score: str, aggregate: str, labels: str, where: str,
     return values, core
 
 
+def _real_scores(real_regions, real: torch.Tensor, score: str, aggregate: str, labels: str, where: str) -> list | None:
+    """Per-image values of ``score`` on the real images' regions, or None when they carry none (they may
+    be there only for their boxes)."""
+    if not isinstance(real_regions, RegionBatch):
+        raise TypeError(f"{where}: real_regions must be VITRUVIAN_REGIONS, got {type(real_regions).__name__}")
+    if any(tuple(s) != tuple(real.shape[2:]) for s in real_regions.image_sizes):
+        raise ValueError(f"{where}: real_regions must belong to real_images ({real.shape[3]}×{real.shape[2]}), got "
+                         f"regions of sizes {sorted({(w, h) for h, w in real_regions.image_sizes})}")
+    wanted = [s.strip() for s in labels.split(",") if s.strip()] or None
+    values = aggregate_scores(real_regions, score.strip(), labels=wanted).get(aggregate)
+    return None if all(v is None for v in values) else values
+
+
+def _score_note(values: list | None, i: int) -> str:
+    return "" if values is None or values[i] is None else f" ({_fmt(values[i])})"
+
+
 def _boxes(regions: RegionBatch | None, i: int, label: str) -> list:
     if regions is None:
         return []
@@ -84,10 +105,14 @@ class VitruvianCollectPairs(VitruvianNode):
             category=category("train"),
             description="Choose winners and losers in a batch by a region score and append them to a trainer "
             "dataset (metadata.jsonl + images) with their face/hand boxes and optional quality maps. Real images, "
-            "when connected, are the winners (HG-DPO). Identical images are stored once; repeated pairs are skipped.",
+            "when connected, are the winners (HG-DPO); pairing same_index pairs real image i with image i (e.g. a "
+            "real face crop with the same crop inpainted at low quality), scores optional. Identical images are "
+            "stored once; repeated pairs are skipped.",
             inputs=[
                 io.Image.Input("image", tooltip="The generated batch."),
-                REGIONS.Input("regions", tooltip="Scored regions of the same images (Score Regions)."),
+                REGIONS.Input("regions", optional=True,
+                              tooltip="Scored regions of the same images (Score Regions); only pairing same_index "
+                              "works without them."),
                 io.String.Input("score", default="sharpness", tooltip="Score name (link Score Regions' score_name)."),
                 io.String.Input("prompt", multiline=True, default="", tooltip="The prompt the batch was generated from."),
                 io.String.Input("dataset", default=DEFAULT_DATASET,
@@ -95,14 +120,16 @@ class VitruvianCollectPairs(VitruvianNode):
                 io.Combo.Input("aggregate", options=list(PER_IMAGE), default="mean",
                                tooltip="min: an image is as good as its worst region."),
                 io.String.Input("labels", default="", tooltip="Comma list of region labels to score over; empty = all."),
-                io.Combo.Input("pairing", options=list(PAIRINGS), default="extremes",
-                               tooltip="extremes: i-th best vs i-th worst; best_vs_rest: the best vs each other image."),
+                io.Combo.Input("pairing", options=[*PAIRINGS, SAME_INDEX], default="extremes",
+                               tooltip="extremes: i-th best vs i-th worst; best_vs_rest: the best vs each other image; "
+                               "same_index: real image i vs image i (needs real_images, one per image)."),
                 io.Int.Input("max_pairs", default=0, min=0, max=4096, tooltip="0 = as many as the pairing gives."),
                 io.Float.Input("min_margin", default=0.0, min=0.0, max=1e9, step=0.001,
                                tooltip="Skip pairs whose scores differ by less."),
                 io.Boolean.Input("higher_is_better", default=True),
                 io.Image.Input("real_images", optional=True,
-                               tooltip="Real photos for the same prompt: they win against the worst generated images."),
+                               tooltip="Real photos for the same prompt: they win against the worst generated images "
+                               "(same_index: real image i against image i)."),
                 REGIONS.Input("real_regions", optional=True, tooltip="Regions of the real images (their face/hand boxes)."),
                 io.Mask.Input("quality", optional=True, tooltip="Patch-quality maps of the generated images (PatchDPO)."),
             ],
@@ -112,14 +139,24 @@ class VitruvianCollectPairs(VitruvianNode):
         )
 
     @classmethod
-    def execute(cls, image, regions, score, prompt, dataset, aggregate, labels, pairing, max_pairs, min_margin,
-                higher_is_better, real_images=None, real_regions=None, quality=None) -> io.NodeOutput:
+    def execute(cls, image, score, prompt, dataset, aggregate, labels, pairing, max_pairs, min_margin,
+                higher_is_better, regions=None, real_images=None, real_regions=None, quality=None) -> io.NodeOutput:
         where = "VitruvianCollectPairs"
         if not isinstance(higher_is_better, bool):
             raise ValueError(f"{where}: higher_is_better must be true or false, got {higher_is_better!r}")
         if not isinstance(prompt, str):
             raise ValueError(f"{where}: prompt must be the text the batch was generated from, got {prompt!r}")
-        values, core = _scores(image, regions, score, aggregate, labels, where)
+        if pairing == SAME_INDEX and real_images is None:
+            raise ValueError(f"{where}: pairing same_index pairs real image i with image i, got no real_images; "
+                             "connect the good images (e.g. the real crops) to real_images")
+        if regions is None and pairing != SAME_INDEX:
+            raise ValueError(f"{where}: regions must be the scored regions of image (Score Regions) for pairing "
+                             f"{pairing!r}, got none; connect them, or use pairing same_index with real_images")
+        if regions is None:
+            core = _image(image, where, "image")
+            values = [None] * core.shape[0]
+        else:
+            values, core = _scores(image, regions, score, aggregate, labels, where)
         folder = host.resolve_folder(dataset, where, "dataset")
         q = None
         if quality is not None:
@@ -133,6 +170,23 @@ class VitruvianCollectPairs(VitruvianNode):
             if real_regions is not None and len(real_regions) != real.shape[0]:
                 raise ValueError(f"{where}: real_regions describe {len(real_regions)} image(s), real_images has "
                                  f"{real.shape[0]}")
+        if pairing == SAME_INDEX:
+            if real.shape[0] != core.shape[0]:
+                raise ValueError(f"{where}: real_images must hold one image per image ({core.shape[0]}) for pairing "
+                                 f"same_index (real i vs image i), got {real.shape[0]}; crop both from the same "
+                                 "regions in the same order")
+            real_values = None
+            if regions is not None and real_regions is not None:
+                real_values = _real_scores(real_regions, real, score, aggregate, labels, where)
+            for r, g in choose_same_index_pairs(values, real.shape[0], real_scores=real_values, max_pairs=max_pairs,
+                                                min_margin=min_margin, higher_is_better=higher_is_better):
+                records.append(PairRecord(
+                    prompt, real[r], core[g], chosen_source="real",
+                    face_boxes={"chosen": _boxes(real_regions, r, "face"), "rejected": _boxes(regions, g, "face")},
+                    hand_boxes={"chosen": _boxes(real_regions, r, "hand"), "rejected": _boxes(regions, g, "hand")},
+                    rejected_quality=None if q is None else q[g]))
+                lines.append(f"real {r}{_score_note(real_values, r)} > image {g}{_score_note(values, g)}")
+        elif real_images is not None:
             for r, g in choose_real_pairs(values, real.shape[0], max_pairs=max_pairs, higher_is_better=higher_is_better):
                 records.append(PairRecord(
                     prompt, real[r], core[g], chosen_source="real",

@@ -3,7 +3,10 @@
 Layout (``<out>/checkpoints/step-<N>/``)::
 
     state.json              step, samples consumed per process, world size, the resolved config
-    lora.safetensors        the LoRA (``models.save_lora``, kohya keys, fp32: restores bit-exactly)
+    lora.safetensors        the LoRA (``models.save_lora``, kohya keys, fp32: restores bit-exactly); absent
+                            when the objective trains its own modules instead
+    <export>                those modules, as the objective exports them (e.g. ``pose_adapter.safetensors``,
+                            a pose-adapter file, fp32: restores bit-exactly)
     optimizer.pt            optimizer state_dict (tensors + numbers; read with weights_only=True)
     scheduler.pt            LR scheduler state_dict (same)
     scaler.pt               fp16 only: the GradScaler state (same)
@@ -12,7 +15,8 @@ Layout (``<out>/checkpoints/step-<N>/``)::
 
 A checkpoint is written into ``checkpoints/.step-<N>.tmp`` and renamed into place in one
 ``os.replace`` (atomic on POSIX), then ``checkpoints/latest`` (the directory's name) is rewritten
-atomically, and the LoRA is copied atomically to ``<out>/<name>-step<N>.safetensors``. A run killed
+atomically, and the LoRA (or the objective's export) is copied atomically to
+``<out>/<name>-step<N>.safetensors``. A run killed
 at any moment leaves the previous checkpoint and ``latest`` intact; a leftover ``.tmp`` directory
 is never read and is removed by the next run.
 """
@@ -24,6 +28,7 @@ import random
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,7 @@ from ..core.errors import ConfigError
 
 __all__ = [
     "CHECKPOINT_DIR",
+    "LORA_FILE",
     "Checkpoint",
     "atomic_write_text",
     "checkpoint_dirs",
@@ -49,6 +55,7 @@ __all__ = [
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"
+LORA_FILE = "lora.safetensors"
 _STEP_RE = re.compile(r"step-(\d+)")
 _FORMAT = 1
 
@@ -163,6 +170,9 @@ def save_checkpoint(
     config: dict,
     name: str,
     base_kind: str | None = None,
+    lora: bool = True,
+    exports: Mapping[str, Callable[[Path], Any]] | None = None,
+    publish: str = LORA_FILE,
 ) -> Path:
     """Write checkpoint ``step`` atomically (collective: every process must call it).
 
@@ -174,6 +184,10 @@ def save_checkpoint(
         generator: the noise generator of this process. config: resolved config (``to_dict()``).
         name: LoRA file stem; the LoRA is also copied to ``<out>/<name>-step<N>.safetensors``.
         base_kind: "sd15" | "sdxl", recorded in the LoRA's metadata.
+        lora: write ``lora.safetensors`` (False when only an objective's own modules train).
+        exports: file name → writer(path) for the objective's modules, called on the main process
+            with a path inside the checkpoint folder being written.
+        publish: the file of the checkpoint copied to ``<out>/<name>-step<N>.safetensors``.
 
     Returns:
         The checkpoint folder ``<out>/checkpoints/step-<N>``.
@@ -198,7 +212,10 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
 
     if accelerator.is_main_process:
-        save_lora(tmp / "lora.safetensors", unet, config=config, step=step, base_kind=base_kind)
+        if lora:
+            save_lora(tmp / LORA_FILE, unet, config=config, step=step, base_kind=base_kind)
+        for file_name, write in (exports or {}).items():
+            write(tmp / file_name)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(lr_scheduler.state_dict(), tmp / "scheduler.pt")
         if getattr(accelerator, "scaler", None) is not None:  # fp16: the GradScaler's scale and growth tracker
@@ -215,7 +232,7 @@ def save_checkpoint(
         else:
             os.replace(tmp, final)
         atomic_write_text(root / LATEST, final.name + "\n")
-        _atomic_copy(final / "lora.safetensors", Path(out) / f"{name}-step{step}.safetensors")
+        _atomic_copy(final / publish, Path(out) / f"{name}-step{step}.safetensors")
     accelerator.wait_for_everyone()
     return final
 
@@ -228,7 +245,7 @@ def restore_trainable(unet: torch.nn.Module, ckpt: Checkpoint) -> None:
     """
     from .models import apply_lora_state, load_lora_state
 
-    apply_lora_state(unet, load_lora_state(ckpt.path / "lora.safetensors").unet)
+    apply_lora_state(unet, load_lora_state(ckpt.path / LORA_FILE).unet)
 
 
 def load_torch_state(path: Path, device: torch.device | str = "cpu") -> Any:

@@ -78,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     lora = getattr(result, "lora_path", None)
-    print(f"{PROG}: saved LoRA to {lora}" if lora is not None else f"{PROG}: done: {result}")
+    kind = getattr(result, "output_kind", "LoRA")
+    print(f"{PROG}: saved {kind} to {lora}" if lora is not None else f"{PROG}: done: {result}")
     return 0
 
 

@@ -50,6 +50,7 @@ GROUPS = {
     "guidance": "face-guidance (FaceScore v1)",
     "hgdpo": "hg-dpo (curriculum)",
     "scorer": "train-scorer",
+    "pose": "pose-adapter (GRPose)",
 }
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -199,6 +200,31 @@ class TrainConfig:
                                        group="scorer", ge=0)
     scorer_vision_blocks: int = _setting(0, "Last image-encoder blocks of the scorer that train besides its head.",
                                          group="scorer", ge=0)
+    # pose-adapter
+    pose_mask_alpha: float = _setting(5.0, "Loss weight alpha on the latent cells the blurred skeleton covers (1 "
+                                      "elsewhere; GRPose: 5).", group="pose", ge=1)
+    pose_mask_kernel: int = _setting(13, "Gaussian blur kernel (odd, pixels) applied to the rendered skeleton "
+                                     "before it becomes the latent mask (GRPose: 13).", group="pose", ge=1)
+    pose_mask_sigma: float = _setting(3.0, "Gaussian blur sigma (pixels) of that mask (GRPose: 3).", group="pose",
+                                      gt=0)
+    perception_weight: float = _setting(0.0, "lambda_p of the pose perception loss ||phi(D(x0_hat)) - phi(D(x0))||^2 "
+                                        "weighted by alpha_bar_t; 0 = off, no pose network needed (GRPose: 0.5).",
+                                        group="pose", ge=0)
+    pose_net: str = _setting("", "Pose network phi of the perception loss: a vitruvian.pose_net .safetensors file "
+                             "(see docs/methods.md); required when perception_weight > 0.", group="pose", path=True)
+    pose_graph: bool = _setting(True, "Train the pose-graph adapter (GRPose's graph layers); false = a plain "
+                                "ControlNet of the same depth.", group="pose")
+    pose_graph_levels: tuple[int, ...] = _setting((), "UNet levels whose first res block is a graph integrator "
+                                                  "(comma-separated; empty = every level).", group="pose")
+    pose_graph_reduction: int = _setting(4, "The graph layers run at width C / this (1 = GRPose's full width; 4 keeps "
+                                         "the adapter near a ControlNet's cost).", group="pose", ge=1)
+    pose_knn: int = _setting(9, "Neighbours k of the dynamic kNN graph (GRPose: 9).", group="pose", ge=1)
+    pose_knn_chunk: int = _setting(1024, "kNN query rows per chunk (memory: chunk x latent positions).",
+                                   group="pose", ge=1)
+    pose_skeleton_dim: int = _setting(32, "Channels of the skeleton-graph embedding (joint and bone identities).",
+                                      group="pose", ge=1)
+    pose_channels: tuple[int, ...] = _setting((), "Pose-encoder width per UNet level (comma-separated; empty = "
+                                              "GRPose's 192,256,384,512).", group="pose")
 
     def __post_init__(self) -> None:
         problems = []
@@ -238,10 +264,28 @@ class TrainConfig:
         if self.patch_quality not in ("maps", "regions") and ":" not in self.patch_quality:
             problems.append(f"patch_quality must be maps, regions or a callable 'module:function', got "
                             f"{self.patch_quality!r}; fix: --set patch_quality=regions")
+        problems += self._pose_problems()
         names = _objective_names()
         if names and self.objective not in names:
             problems.append(f"objective must be one of {', '.join(names)}, got {self.objective!r}; "
                             "fix: pick an objective as the CLI subcommand (vitruvian-train dpo ...)")
+        return problems
+
+    def _pose_problems(self) -> list[str]:
+        problems = []
+        if self.pose_mask_kernel % 2 == 0:
+            problems.append(f"pose_mask_kernel must be an odd integer >= 1, got {self.pose_mask_kernel}; "
+                            f"fix: --set pose_mask_kernel={self.pose_mask_kernel + 1}")
+        if self.objective == "pose-adapter" and self.perception_weight > 0 and not self.pose_net:
+            problems.append(f"pose_net must be set when perception_weight > 0 (got {self.perception_weight}), got ''; "
+                            "fix: --set pose_net=<phi.safetensors> or --set perception_weight=0")
+        if any(lv < 0 for lv in self.pose_graph_levels) or (self.pose_graph_levels and not self.pose_graph):
+            problems.append(f"pose_graph_levels must be level indices >= 0 and empty when pose_graph is false, got "
+                            f"{self.pose_graph_levels!r} (pose_graph={_show(self.pose_graph)}); fix: --set "
+                            "pose_graph_levels=")
+        if any(c < 1 for c in self.pose_channels):
+            problems.append(f"pose_channels must be positive widths, one per UNet level, got {self.pose_channels!r}; "
+                            "fix: --set pose_channels=192,256,384,512")
         return problems
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,6 +8,11 @@ return; a second SIGINT aborts at once. A non-finite loss or gradient stops the 
 
 Callbacks are called after every optimizer step (after its checkpoint, if one is due) with a
 :class:`StepEvent`; returning True asks the run to stop as a signal would.
+
+What trains is a LoRA on the UNet, unless the objective owns trainable modules (an optional ``setup``
+hook, e.g. ``pose-adapter``; see ``objectives.base``): then those modules train instead (no LoRA unless
+the objective sets ``wants_lora``), they are prepared by accelerate, checkpointed and resumed through the
+objective's ``export``/``restore``, and the output file is the objective's export.
 """
 from __future__ import annotations
 
@@ -46,7 +51,8 @@ class TrainResult:
 
     Attributes:
         lora_path: ``<out>/<name>.safetensors`` when the run completed, else the newest
-            ``<out>/<name>-step<N>.safetensors`` (an interrupted run).
+            ``<out>/<name>-step<N>.safetensors`` (an interrupted run). For an objective with its own
+            modules (``setup``) it is that objective's export (e.g. a pose adapter), not a LoRA.
         steps: optimizer steps done in total (including those before a resume).
         final_loss: loss of the last step run. metrics: that step's metrics.
         out_dir: the output folder. checkpoints: every checkpoint folder, oldest first.
@@ -60,6 +66,7 @@ class TrainResult:
     out_dir: Path
     checkpoints: tuple[Path, ...]
     interrupted: str = ""
+    output_kind: str = "LoRA"
 
 
 @dataclass
@@ -70,6 +77,7 @@ class StepEvent:
         step: optimizer steps done. record: the progress.jsonl record of that step.
         unet: the unwrapped policy UNet (LoRA injected). keys: item keys this process trained on.
         rank: this process's index. checkpoint: the folder saved at this step, or None.
+        extras: ``{"modules": {name: module}}``, the objective's own trained modules (unwrapped), if any.
     """
 
     step: int
@@ -82,7 +90,7 @@ class StepEvent:
 
 
 def train(config, *, callbacks: Sequence[Callable[[StepEvent], bool | None]] = ()) -> TrainResult:
-    """Train a LoRA with ``config`` (a ``TrainConfig``); see the module docstring."""
+    """Train a LoRA (or the objective's own modules) with ``config`` (a ``TrainConfig``); see the module docstring."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -99,7 +107,13 @@ def train(config, *, callbacks: Sequence[Callable[[StepEvent], bool | None]] = (
     if config.train_text_encoder:
         raise ConfigError("train: train_text_encoder must be false for now (text-encoder LoRA is not "
                           "implemented by the engine yet), got true; fix: --set train_text_encoder=false")
-    validate_dataset(config.data)
+    records = validate_dataset(config.data)
+    check_dataset = getattr(objective, "check_dataset", None)  # e.g. pose-adapter: every record has a pose
+    if check_dataset is not None:
+        check_dataset(records)
+    setup = getattr(objective, "setup", None)  # the objective trains modules of its own (pose-adapter)
+    use_lora = setup is None or bool(getattr(objective, "wants_lora", False))
+    output_kind = getattr(objective, "output_kind", "LoRA") if setup is not None else "LoRA"
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg_dict = config.to_dict()
@@ -119,7 +133,7 @@ def train(config, *, callbacks: Sequence[Callable[[StepEvent], bool | None]] = (
     if resume is None and config.resume == "latest" and accelerator.is_main_process:
         print(f"train: resume='latest' but {out / ckpt_io.CHECKPOINT_DIR} holds no checkpoint; starting fresh",
               flush=True)
-    _check_resume(config, cfg_dict, resume, out, world)
+    _check_resume(config, cfg_dict, resume, out, world, tuple(getattr(objective, "resume_identity", ())))
     accelerator.wait_for_everyone()  # everyone has read the checkpoint list before the main process cleans
     if accelerator.is_main_process:
         ckpt_io.clean_stale(out)
@@ -135,7 +149,7 @@ def train(config, *, callbacks: Sequence[Callable[[StepEvent], bool | None]] = (
     loader = make_loader(dataset, batch_size=config.batch_size, seed=config.seed, start_index=samples_consumed,
                          rank=rank, world_size=world, num_workers=config.num_workers)
 
-    # -- model: frozen base + fp32 LoRA; frozen VAE/text encoders feed the latent cache ----------------
+    # -- model: frozen base + fp32 LoRA (or the objective's modules); frozen VAE/text encoders feed the cache
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed, torch.float32)
     base = load_base(config.base, tokenizer=config.tokenizer, device=device, dtype=weight_dtype)
     if weight_dtype == torch.float16:
@@ -146,21 +160,41 @@ def train(config, *, callbacks: Sequence[Callable[[StepEvent], bool | None]] = (
     prepare_base = getattr(objective, "prepare_base", None)  # e.g. hg-dpo: merge the previous stages' LoRAs
     if prepare_base is not None:
         prepare_base(base)
-    torch.manual_seed(config.seed)  # LoRA A init
-    unet = add_lora(base.unet, rank=config.rank, alpha=config.alpha, targets=config.lora_targets)
+    own_params, modules = [], {}
+    if setup is not None:
+        torch.manual_seed(config.seed)  # the objective's new weights
+        own_params = list(setup(base.unet))  # from the plain frozen UNet (before any LoRA layer)
+        modules = dict(objective.modules)
+        if not own_params or not modules:
+            raise ConfigError(f"train: objective {objective.name!r} setup must return trainable parameters and "
+                              f"expose their modules, got {len(own_params)} parameters in {len(modules)} modules")
+    unet = base.unet
+    lora_params = []
+    if use_lora:
+        torch.manual_seed(config.seed)  # LoRA A init
+        unet = add_lora(base.unet, rank=config.rank, alpha=config.alpha, targets=config.lora_targets)
+        unet.train()
+        lora_params = [p for p in unet.parameters() if p.requires_grad]
+        if not lora_params:
+            raise ConfigError(f"train: lora_targets must match some UNet modules, got {config.lora_targets!r} "
+                              "which matched none; fix: --set lora_targets=to_q,to_k,to_v,to_out.0")
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    unet.train()
-    params = [p for p in unet.parameters() if p.requires_grad]
-    if not params:
-        raise ConfigError(f"train: lora_targets must match some UNet modules, got {config.lora_targets!r} "
-                          "which matched none; fix: --set lora_targets=to_q,to_k,to_v,to_out.0")
+    params = lora_params + own_params
     optimizer = _make_optimizer(params, config, accelerator)
     from diffusers.optimization import get_constant_schedule_with_warmup
 
     lr_scheduler = get_constant_schedule_with_warmup(optimizer, num_warmup_steps=config.lr_warmup_steps)
-    unet, optimizer = accelerator.prepare(unet, optimizer)  # the scheduler is stepped once per step by us
+    # the scheduler is stepped once per step by us
+    if use_lora:
+        unet, *prepared, optimizer = accelerator.prepare(unet, *modules.values(), optimizer)
+    else:  # a frozen UNet gets autocast only (a DDP wrapper needs parameters with gradients)
+        unet = accelerator.prepare_model(unet, evaluation_mode=True)
+        *prepared, optimizer = accelerator.prepare(*modules.values(), optimizer)
+    prepared = dict(zip(modules, prepared))
     raw_unet = accelerator.unwrap_model(unet, keep_fp32_wrapper=True)
+    synced = ([unet] if use_lora else []) + list(prepared.values())  # the models gradients are synced for
+    trained = {"lora": use_lora, "objective": objective if setup is not None else None, "modules": modules}
 
     cache = None
     if config.cache_latents:
@@ -168,12 +202,16 @@ def train(config, *, callbacks: Sequence[Callable[[StepEvent], bool | None]] = (
     encoder = BatchEncoder(base, device=device, cache=cache)
     generator = torch.Generator(device=device).manual_seed(_rank_seed(config.seed, rank))
     ctx = ObjectiveContext(unet=unet, scheduler=base.scheduler, generator=generator,
-                           empty_cond=encoder.text("") if config.proportion_empty_prompts > 0 else None)
+                           empty_cond=encoder.text("") if config.proportion_empty_prompts > 0 else None,
+                           modules=prepared)
     static_aug = not (config.random_flip or config.random_crop)
     dataset_len = len(dataset) if hasattr(dataset, "__len__") else None  # (ranks draw new shards each epoch)
 
     if resume is not None:
-        ckpt_io.restore_trainable(raw_unet, resume)
+        if use_lora:
+            ckpt_io.restore_trainable(raw_unet, resume)
+        if setup is not None:
+            objective.restore(resume.path / objective.export_name)
         optimizer.load_state_dict(ckpt_io.load_torch_state(resume.path / "optimizer.pt", device))
         lr_scheduler.load_state_dict(ckpt_io.load_torch_state(resume.path / "scheduler.pt"))
         if accelerator.scaler is not None and (resume.path / "scaler.pt").is_file():
@@ -203,7 +241,7 @@ def train(config, *, callbacks: Sequence[Callable[[StepEvent], bool | None]] = (
             for _ in range(config.grad_accum):
                 inputs = encoder(next(loader))
                 keys += inputs["keys"]
-                with accelerator.accumulate(unet):
+                with accelerator.accumulate(*synced):
                     ctx.step = step
                     result = objective(inputs, ctx)
                     loss = accelerator.reduce(result.loss.detach().float(), "mean")  # same on every process
@@ -242,13 +280,15 @@ def train(config, *, callbacks: Sequence[Callable[[StepEvent], bool | None]] = (
             saved = None
             if step % config.checkpoint_every == 0 or step == config.steps or wants_stop:
                 saved = last_ckpt = _save(accelerator, out, step, samples_consumed, raw_unet, optimizer,
-                                          lr_scheduler, generator, cfg_dict, config.name, cache, base.kind)
-            event = StepEvent(step=step, record=record, unet=raw_unet, keys=keys, rank=rank, checkpoint=saved)
+                                          lr_scheduler, generator, cfg_dict, config.name, cache, base.kind, trained)
+            event = StepEvent(step=step, record=record, unet=raw_unet, keys=keys, rank=rank, checkpoint=saved,
+                              extras={"modules": modules} if modules else {})
             by_callback = _agree(accelerator, any([bool(cb(event)) for cb in callbacks]))
             if (wants_stop or by_callback) and step < config.steps:
                 if saved is None:
                     saved = last_ckpt = _save(accelerator, out, step, samples_consumed, raw_unet, optimizer,
-                                              lr_scheduler, generator, cfg_dict, config.name, cache, base.kind)
+                                              lr_scheduler, generator, cfg_dict, config.name, cache, base.kind,
+                                              trained)
                 interrupted = (stop_signal.name or "SIGTERM") if wants_stop else "callback"
                 progress.write(f"train: stopped by {interrupted} after step {step}/{config.steps}; checkpoint "
                                f"saved to {saved}; continue with --set resume=latest")
@@ -264,19 +304,23 @@ def train(config, *, callbacks: Sequence[Callable[[StepEvent], bool | None]] = (
     if interrupted:
         lora_path = out / f"{config.name}-step{step}.safetensors"
     elif accelerator.is_main_process:
-        save_lora(lora_path, raw_unet, config=cfg_dict, step=step, base_kind=base.kind)
+        if setup is not None:  # the objective's file is the output; a LoRA trained beside it gets its own name
+            objective.export(lora_path, config=cfg_dict, step=step)
+        if use_lora:
+            lora_file = lora_path if setup is None else out / f"{config.name}-lora.safetensors"
+            save_lora(lora_file, raw_unet, config=cfg_dict, step=step, base_kind=base.kind)
         ckpt_io.atomic_write_text(out / "config.json", json.dumps(cfg_dict, indent=2) + "\n")
     accelerator.wait_for_everyone()
     checkpoints = tuple(c.path for c in ckpt_io.checkpoint_dirs(out))
     return TrainResult(lora_path=lora_path, steps=step, final_loss=final_loss, metrics=final_metrics,
-                       out_dir=out, checkpoints=checkpoints, interrupted=interrupted)
+                       out_dir=out, checkpoints=checkpoints, interrupted=interrupted, output_kind=output_kind)
 
 
 # ---------------------------------------------------------------------------------------------------
 # helpers of the loop (in the order the loop uses them)
 
 
-def _check_resume(config, cfg_dict: dict, resume, out: Path, world: int) -> None:
+def _check_resume(config, cfg_dict: dict, resume, out: Path, world: int, extra_identity: tuple = ()) -> None:
     if resume is None:
         existing = ckpt_io.checkpoint_dirs(out)
         if existing:
@@ -287,7 +331,7 @@ def _check_resume(config, cfg_dict: dict, resume, out: Path, world: int) -> None
             )
         return
     diffs = [f"{k}: checkpoint {resume.config.get(k)!r}, now {cfg_dict.get(k)!r}"
-             for k in RESUME_IDENTITY if resume.config.get(k) != cfg_dict.get(k)]
+             for k in RESUME_IDENTITY + extra_identity if resume.config.get(k) != cfg_dict.get(k)]
     if resume.world_size != world:
         diffs.append(f"processes: checkpoint {resume.world_size}, now {world}")
     if diffs:
@@ -342,16 +386,25 @@ def _agree(accelerator, flag: bool) -> bool:
 
 
 def _save(accelerator, out, step, samples, raw_unet, optimizer, lr_scheduler, generator, cfg_dict, name, cache,
-          base_kind):
-    bad = [n for n, p in raw_unet.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
+          base_kind, trained):
+    """Checkpoint ``step``; ``trained`` = {"lora": bool, "objective": one with ``setup`` or None, "modules": ...}."""
+    named = [(n, p) for n, p in raw_unet.named_parameters() if p.requires_grad]
+    named += [(f"{m}.{n}", p) for m, module in trained["modules"].items() for n, p in module.named_parameters()
+              if p.requires_grad]
+    bad = [n for n, p in named if not torch.isfinite(p).all()]
     if bad:
-        raise NonFiniteLossError(f"train: LoRA weights must be finite to checkpoint, got NaN/inf in {bad[:3]} "
+        raise NonFiniteLossError(f"train: trained weights must be finite to checkpoint, got NaN/inf in {bad[:3]} "
                                  f"at step {step}; the previous checkpoint is kept")
     if cache is not None:
         cache.flush()
+    objective, exports, publish = trained["objective"], {}, ckpt_io.LORA_FILE
+    if objective is not None:
+        publish = objective.export_name
+        exports[publish] = lambda path: objective.export(path, config=cfg_dict, step=step)
     return ckpt_io.save_checkpoint(accelerator, out, step=step, samples_consumed=samples, unet=raw_unet,
                                    optimizer=optimizer, lr_scheduler=lr_scheduler, generator=generator,
-                                   config=cfg_dict, name=name, base_kind=base_kind)
+                                   config=cfg_dict, name=name, base_kind=base_kind, lora=trained["lora"],
+                                   exports=exports, publish=publish)
 
 
 class _StopSignal:

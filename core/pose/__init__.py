@@ -3,7 +3,7 @@ writers, networkx skeletons and OpenPose-style previews.
 
 Modules: :mod:`.keypoints` (the type), :mod:`.formats` (joint/bone tables, conversions),
 :mod:`.io` (``load_pose``) with :mod:`.openpose`, :mod:`.coco`, :mod:`.mediapipe`
-(format readers and writers), :mod:`.graph` (networkx), :mod:`.render` (previews).
+(format readers and writers), :mod:`.graph` (networkx), :mod:`.render` (previews), :mod:`.mirror` (horizontal flips).
 """
 
 from ..errors import PoseFormatError
@@ -22,6 +22,7 @@ from .graph import build_pose_graph, node_features, part_subgraph, to_edge_index
 from .io import LOAD_FORMATS, LoadedPose, detect_format, load_pose
 from .keypoints import SPACES, Part, Person, PoseBatch, PoseFrame
 from .mediapipe import to_mediapipe_landmarks
+from .mirror import mirror_frame, mirror_permutation, mirror_pose
 from .openpose import to_openpose_json, to_pose_keypoint
 from .render import overlay_pose, render_pose
 
@@ -34,4 +35,5 @@ __all__ = [
     "to_pose_keypoint", "to_openpose_json", "to_coco_keypoints", "to_mediapipe_landmarks",
     "build_pose_graph", "part_subgraph", "to_edge_index", "node_features",
     "render_pose", "overlay_pose",
+    "mirror_frame", "mirror_pose", "mirror_permutation",
 ]

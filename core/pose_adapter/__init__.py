@@ -6,7 +6,8 @@ Modules: :mod:`.config` (sizes), :mod:`.graph_conv` (chunked dynamic-kNN EdgeCon
 (PGI), :mod:`.skeleton_embed` (joint/bone embeddings rasterised on the latent grid), :mod:`.pose_encoder`
 (condition + encoder), :mod:`.adapter` (the module and its residuals for diffusers and ComfyUI),
 :mod:`.ldm` (LDM / ComfyUI checkpoints), :mod:`.io` (safetensors files, ``init`` CLI), :mod:`.losses`
-(pose-masked and pose-perception losses), :mod:`.evaluate` (keypoint error with an ONNX estimator).
+(pose-masked and pose-perception losses), :mod:`.pose_net` (the perception loss's torch pose network
+and its file format), :mod:`.evaluate` (keypoint error with an ONNX estimator).
 
 Nothing heavy at import: diffusers is imported when an adapter is built.
 """

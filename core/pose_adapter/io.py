@@ -5,6 +5,7 @@ A file holds the adapter's full state dict plus metadata::
     format          "vitruvian.pose_adapter"      format_version  "1"
     config          PoseAdapterConfig as JSON      joint_vocab / bone_vocab  JSON lists (table rows)
     source          what the weights were initialised from (free text)
+    (trained files) vitruvian_config  the trainer's resolved config as JSON; vitruvian_step  optimizer steps
 
 Writes are atomic (a temp file in the same folder, then ``os.replace``); reads check the format and
 load the weights strictly, naming missing and unexpected tensors.
@@ -39,12 +40,15 @@ FORMAT_VERSION = "1"
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def save_pose_adapter(path: str | os.PathLike, adapter, *, dtype: torch.dtype | None = None, source: str = "") -> Path:
+def save_pose_adapter(path: str | os.PathLike, adapter, *, dtype: torch.dtype | None = None, source: str = "",
+                      metadata: dict[str, str] | None = None) -> Path:
     """Write ``adapter`` (a :class:`~.adapter.PoseGraphAdapter`) to ``path`` atomically; returns the path.
 
     Args:
         dtype: store the floating tensors in this dtype (default: as they are).
         source: free text kept in the metadata (e.g. the checkpoint it was initialised from).
+        metadata: more string entries for the metadata (e.g. the trainer's ``vitruvian_config``); they may
+            not replace the format's own keys.
     """
     from safetensors.torch import save_file
 
@@ -59,6 +63,10 @@ def save_pose_adapter(path: str | os.PathLike, adapter, *, dtype: torch.dtype | 
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": adapter.config.to_json(),
             "joint_vocab": json.dumps(list(adapter.skeleton.joint_vocab)),
             "bone_vocab": json.dumps(list(adapter.skeleton.bone_vocab)), "source": source}
+    clash = sorted(set(metadata or {}) & set(meta))
+    if clash:
+        raise ConfigError(f"save_pose_adapter: metadata must not replace the format's keys, got {clash}")
+    meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:

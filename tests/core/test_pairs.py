@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vitruvian.core.pairs import (
-    PairRecord, append_pairs, choose_pairs, choose_real_pairs, image_hash,
+    PairRecord, append_pairs, choose_pairs, choose_real_pairs, choose_same_index_pairs, image_hash,
 )
 
 
@@ -37,6 +37,41 @@ def test_choose_pairs_best_vs_rest_widest_first():
 def test_choose_real_pairs_worst_generated_first():
     assert choose_real_pairs([0.2, 0.9, 0.5], 2) == [(0, 0), (1, 2), (0, 1)]
     assert choose_real_pairs([None, None], 1) == [(0, 0), (0, 1)]  # no scores: every image loses to the real one
+
+
+def test_choose_same_index_pairs_without_scores_pairs_every_index():
+    assert choose_same_index_pairs([None, None, None], 3) == [(0, 0), (1, 1), (2, 2)]
+    assert choose_same_index_pairs([None, None, None], 3, max_pairs=2) == [(0, 0), (1, 1)]
+    assert choose_same_index_pairs([], 0) == []
+
+
+def test_choose_same_index_pairs_worst_generated_first():
+    # the unscored image 2 is not paired once some are scored; lower_is_better flips the order
+    assert choose_same_index_pairs([0.5, 0.1, None, 0.3], 4) == [(1, 1), (3, 3), (0, 0)]
+    assert choose_same_index_pairs([0.5, 0.1, None, 0.3], 4, higher_is_better=False) == [(0, 0), (3, 3), (1, 1)]
+    assert choose_same_index_pairs([0.5, 0.1, None, 0.3], 4, max_pairs=1) == [(1, 1)]
+
+
+def test_choose_same_index_pairs_real_scores_drop_unseen_degradations():
+    gen, real = [0.5, 0.1, 0.3, 0.2], [0.9, 0.2, 0.3, None]
+    # pair 2: equal scores, no preference; pair 3: the real image is unscored, the pair stands as made
+    assert choose_same_index_pairs(gen, 4, real_scores=real) == [(1, 1), (3, 3), (0, 0)]
+    assert choose_same_index_pairs(gen, 4, real_scores=real, min_margin=0.2) == [(3, 3), (0, 0)]
+    # a lower score is better: only pair 2 would be tied, pair 0 and 1 now prefer the generated image
+    assert choose_same_index_pairs(gen, 4, real_scores=real, higher_is_better=False) == [(3, 3)]
+
+
+def test_choose_same_index_pairs_exception():
+    with pytest.raises(ValueError, match=r"n_real must equal the number of generated images \(3\).*got 2; give one "
+                                         r"real image per generated one"):
+        choose_same_index_pairs([None] * 3, 2)
+    with pytest.raises(ValueError, match=r"min_margin compares real and generated scores, got min_margin 0.5 "
+                                         r"without real_scores"):
+        choose_same_index_pairs([0.1, 0.2], 2, min_margin=0.5)
+    with pytest.raises(ValueError, match=r"real_scores must hold one score \(or None\) per real image \(2\), got 1"):
+        choose_same_index_pairs([0.1, 0.2], 2, real_scores=[0.3])
+    with pytest.raises(ValueError, match=r"real_scores: scores must be finite numbers or None, got inf at index 0"):
+        choose_same_index_pairs([0.1, 0.2], 2, real_scores=[float("inf"), 0.3])
 
 
 def test_exception():

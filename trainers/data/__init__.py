@@ -3,6 +3,8 @@
 - ``validate_dataset(folder)``: check a whole dataset before any model loads (``records`` for jsonl).
 - ``open_dataset(folder, ...)``: a map-style ``JsonlDataset`` or an iterable ``PickapicDataset``.
 - ``collate`` / ``make_loader``: batches, infinite, seeded, DDP-sharded and resumable (``loader``).
+- Keypoints: single-image records may carry a ``pose`` (file or inline JSON), warped and flipped with the
+  image (``poses``).
 
 Item and batch layouts are documented in ``items`` and ``loader``.
 """

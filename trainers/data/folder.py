@@ -49,4 +49,5 @@ class JsonlDataset(Dataset):
             images=[Path(p).read_bytes() for p in rec.images],
             boxes=rec.boxes,
             quality=[(Path(q).read_bytes(), Path(q).name) if q else None for q in rec.quality],
+            pose=Path(rec.pose).read_bytes() if rec.pose else rec.pose_json,
             resolution=self.resolution, rng=rng, random_flip=self.random_flip, random_crop=self.random_crop)

@@ -17,6 +17,8 @@ Item layout (N = 2 for pairs, chosen first; N = 1 for single images)::
     hand_boxes  same
     quality     (N, 1, R, R) float32 in [0, 1], or None when the record has no map (a missing map of a
                 pair whose other image has one is all ones: "no known defect")
+    pose        only for records with a pose: PoseFrame on the R x R crop (pixels, flipped with its labels
+                swapped; see ``poses``)
     aug         (flip: bool, crop_x: int, crop_y: int)
 """
 from __future__ import annotations
@@ -168,14 +170,20 @@ def warp_boxes(boxes: tuple, g: Geometry):
 
 def make_item(*, text: str, prompt: str, source: str, images: list[bytes], boxes: dict[str, tuple],
               quality: list[tuple[bytes, str] | None], resolution: int, rng: np.random.Generator,
-              random_flip: bool, random_crop: bool) -> dict[str, Any]:
+              random_flip: bool, random_crop: bool, pose: bytes | str | None = None) -> dict[str, Any]:
     """Decode and augment one record. ``images`` are file bytes, chosen first; ``boxes[kind][i]`` the
-    boxes of image i; ``quality[i]`` is ``(bytes, file name)`` or None. Layout: see the module docstring.
+    boxes of image i; ``quality[i]`` is ``(bytes, file name)`` or None; ``pose`` the keypoint JSON of the
+    first image (file bytes or inline text) or None. Layout: see the module docstring.
     """
     import torch
     from PIL import Image
 
-    key = content_key(text, [*images, *(q[0] if q else None for q in quality)])
+    from .poses import read_record_pose, warp_pose
+
+    blobs = [*images, *(q[0] if q else None for q in quality)]
+    if pose is not None:  # records without a pose keep their keys (and latent-cache entries)
+        blobs.append(pose.encode("utf-8") if isinstance(pose, str) else pose)
+    key = content_key(text, blobs)
     pil = [Image.open(io.BytesIO(blob)) for blob in images]
     sizes = [im.size for im in pil]
     aug = plan_augmentation(sizes[0], resolution, rng, random_flip=random_flip, random_crop=random_crop)
@@ -191,6 +199,8 @@ def make_item(*, text: str, prompt: str, source: str, images: list[bytes], boxes
         per_image = boxes.get(kind) or ((),) * len(images)
         item[kind] = [warp_boxes(b, g) for b, g in zip(per_image, geoms)]
     item["quality"] = maps
+    if pose is not None:
+        item["pose"] = warp_pose(read_record_pose(pose, sizes[0]), geoms[0])
     item["aug"] = aug
     return item
 

@@ -9,6 +9,8 @@ Batch layout (B items, N images per item; see ``trainers.data.items`` for one it
     face_boxes  list (B) of lists (N) of float32 (k, 4) tensors, pixels of the R x R crop
     hand_boxes  same
     quality     (B, N, 1, R, R) float32 in [0, 1], or None when no item has a map (missing maps = ones)
+    pose        PoseBatch (B frames on the R x R crop) when every item has a pose, None when none has,
+                else a list (B) of PoseFrame or None
     aug         list (B) of (flip, crop_x, crop_y)
 
 Map-style datasets: epoch e visits ``permutation_e = default_rng((seed, e)).permutation(n)``; rank r
@@ -50,8 +52,17 @@ def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "face_boxes": [it["face_boxes"] for it in items],
         "hand_boxes": [it["hand_boxes"] for it in items],
         "quality": quality,
+        "pose": _poses([it.get("pose") for it in items]),
         "aug": [it["aug"] for it in items],
     }
+
+
+def _poses(frames: list) -> Any:
+    from ...core.pose import PoseBatch
+
+    if all(f is None for f in frames):
+        return None
+    return PoseBatch(tuple(frames)) if all(f is not None for f in frames) else frames
 
 
 class EpochSampler(Sampler):

@@ -11,10 +11,11 @@ Pair records (DPO family)::
      "hand_boxes": {"chosen": [[...]], "rejected": []},  # or one list for both images
      "chosen_quality": "q/001_w.npy", "rejected_quality": "q/001_l.png"}  # optional patch-quality maps
 
-Single-image records (SFT)::
+Single-image records (SFT, pose-adapter)::
 
     {"prompt": "...", "image": "img/001.png", "source": "real",     # default "real"
-     "face_boxes": [...], "hand_boxes": [...], "quality": "q/001.npy"}
+     "face_boxes": [...], "hand_boxes": [...], "quality": "q/001.npy",
+     "pose": "poses/001.json"}              # or the keypoint JSON inline; optional (see ``poses``)
 
 Boxes: a plain list applies to *both* images of a pair, read in each image's own pixels (pairs are
 normally the same size); ``{"chosen": [...], "rejected": [...]}`` gives each image its own list (a
@@ -34,13 +35,14 @@ from typing import Any
 
 from ...core.errors import DatasetError
 from .items import read_quality_map
+from .poses import check_pose_field
 
 __all__ = ["Record", "validate_jsonl", "PAIR_KEYS", "SINGLE_KEYS", "SOURCES", "METADATA"]
 
 METADATA = "metadata.jsonl"
 PAIR_KEYS = ("prompt", "chosen", "rejected", "chosen_source", "face_boxes", "hand_boxes",
              "chosen_quality", "rejected_quality")
-SINGLE_KEYS = ("prompt", "image", "source", "face_boxes", "hand_boxes", "quality")
+SINGLE_KEYS = ("prompt", "image", "source", "face_boxes", "hand_boxes", "quality", "pose")
 SOURCES = ("generated", "real", "reconstructed")
 BOX_KEYS = ("face_boxes", "hand_boxes")
 
@@ -51,6 +53,7 @@ class Record:
 
     ``boxes[kind][i]`` is a tuple of ``(x0, y0, x1, y1)`` in pixels of image ``i``; ``sizes[i]`` is (W, H).
     ``text`` is the record as canonical JSON (sorted keys), part of the item's content key.
+    ``pose``: the absolute path of its keypoint file, or ``pose_json``: inline keypoint JSON (or neither).
     """
 
     line: int
@@ -61,6 +64,8 @@ class Record:
     source: str
     boxes: dict[str, tuple[tuple[tuple[float, float, float, float], ...], ...]]
     quality: tuple[str | None, ...]
+    pose: str | None = None
+    pose_json: str | None = None
 
     @property
     def is_pair(self) -> bool:
@@ -77,7 +82,7 @@ def validate_jsonl(folder: str | os.PathLike) -> list[Record]:
     DatasetError
         Listing every bad line with its number: bad JSON, unknown keys (with the valid ones), missing
         prompt, missing or unreadable files, boxes outside their image or with x1 <= x0, quality maps
-        out of [0, 1], pair and single-image records mixed, or an empty file.
+        out of [0, 1], unreadable or empty poses, pair and single-image records mixed, or an empty file.
     """
     root = Path(folder).expanduser()
     meta = root / METADATA
@@ -155,11 +160,12 @@ def _parse_line(root: Path, number: int, line: str, problems: list[str], kinds: 
     boxes = {kind_: _check_boxes(kind_, obj.get(kind_, []), roles, sizes, problems) for kind_ in BOX_KEYS}
     quality_keys = ("chosen_quality", "rejected_quality") if is_pair else ("quality",)
     quality = tuple(_check_quality(root, k, obj.get(k), problems) for k in quality_keys)
+    pose, pose_json = (None, None) if is_pair else check_pose_field(root, obj.get("pose"), sizes[0], problems)
     if problems:
         return None
     text = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return Record(line=number, text=text, prompt=prompt, images=tuple(images), sizes=tuple(sizes),
-                  source=source, boxes=boxes, quality=quality)
+                  source=source, boxes=boxes, quality=quality, pose=pose, pose_json=pose_json)
 
 
 def _check_image(root: Path, role: str, rel: Any, problems: list[str]) -> tuple[str, tuple[int, int] | None]:

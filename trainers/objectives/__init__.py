@@ -1,7 +1,7 @@
 """Training objectives: the ``Objective`` protocol and the registry the CLI and loop look names up in.
 
 >>> objective_names()
-('dpo', 'face-guidance', 'hg-dpo', 'hg-dpo-stage', 'mpd', 'patch-dpo', 'sft', 'train-scorer')
+('dpo', 'face-guidance', 'hg-dpo', 'hg-dpo-stage', 'mpd', 'patch-dpo', 'pose-adapter', 'sft', 'train-scorer')
 >>> get_objective("dpo").images_per_sample
 2
 """
@@ -16,6 +16,7 @@ from .face_guidance import FaceGuidance
 from .hg_dpo import HGDPO
 from .mpd import MPD
 from .patch_dpo import PatchDPO
+from .pose_adapter import PoseAdapterObjective
 from .sft import SFT
 from .train_scorer import TrainScorer
 
@@ -35,6 +36,7 @@ __all__ = [
     "FaceGuidance",
     "HGDPO",
     "TrainScorer",
+    "PoseAdapterObjective",
 ]
 
 #: name → factory(config or None) → Objective. Later objectives (hg-dpo, patch-dpo, mpd, …) add entries.
@@ -47,6 +49,7 @@ OBJECTIVES: dict[str, ObjectiveFactory] = {
     "hg-dpo": lambda config=None: _hg_curriculum(config),
     "hg-dpo-stage": HGDPO.from_config,
     "train-scorer": TrainScorer.from_config,
+    "pose-adapter": PoseAdapterObjective.from_config,
 }
 
 
