@@ -55,9 +55,28 @@ def _loras_dir() -> Path:
     return Path(folder_paths.get_folder_paths("loras")[0])
 
 
-def publish_path(name: str) -> str:
-    """Where a job's final LoRA is copied: ``<loras>/vitruvian/<name>-{id}.safetensors``."""
-    return str(_loras_dir() / "vitruvian" / f"{name}-{{id}}.safetensors")
+def _output_dir(kind: str) -> Path:
+    """The first folder ComfyUI lists files of ``kind`` from: loras, the pack's scorers or pose adapters."""
+    import folder_paths
+
+    if kind == "scorer":
+        from .scoring import SCORERS_FOLDER, register_folders
+
+        register_folders()
+        return Path(folder_paths.get_folder_paths(SCORERS_FOLDER)[0])
+    if kind == "pose adapter":
+        from .pose_adapter import FOLDER, adapter_files
+
+        adapter_files()  # registers the folder
+        return Path(folder_paths.get_folder_paths(FOLDER)[0])
+    return _loras_dir()
+
+
+def publish_path(name: str, kind: str = "LoRA") -> str:
+    """Where a job's final output is copied: ``<loras>/vitruvian/<name>-{id}.safetensors`` for a LoRA,
+    ``models/vitruvian/scorers/vitruvian/…`` for a scorer (Score Regions lists it as ``facescore:vitruvian/…``),
+    ``models/vitruvian/pose_adapters/vitruvian/…`` for a pose adapter (Load Pose Adapter lists it)."""
+    return str(_output_dir(kind) / "vitruvian" / f"{name}-{{id}}.safetensors")
 
 
 def lora_list_name(published: str) -> str:

@@ -13,7 +13,9 @@ Choices, written once here:
 - Jobs of one ComfyUI train one at a time (a second waits for the first); ComfyUI's models are unloaded
   before a job starts so the two do not fight for memory.
 - Final LoRAs are copied to ``models/loras/vitruvian/<name>-<job id>.safetensors``: the stock
-  LoraLoader lists them without a restart.
+  LoraLoader lists them without a restart. Objectives that train something else publish where its node
+  looks: ``train-scorer`` to ``models/vitruvian/scorers/vitruvian/`` (Score Regions lists
+  ``facescore:vitruvian/…``), ``pose-adapter`` to ``models/vitruvian/pose_adapters/vitruvian/``.
 - Train is cached like any node: the same inputs on an unchanged dataset (its metadata.jsonl's size and
   mtime are part of the fingerprint) give the same job back instead of training again; new pairs, or
   another seed, start a new job.
@@ -178,9 +180,12 @@ class VitruvianTrain(VitruvianNode):
                 raise JobFailedError(
                     f"{where}: job {job_id} did not finish: {reason}\n{hint}; job folder {store.job_dir(job_id)}"
                     f"\n--- log tail ---\n{status.log}")
-        published = status.published or host.publish_path(status.name).replace("{id}", job_id)
-        lora_name = host.lora_list_name(published)
-        return io.NodeOutput(job_id, lora_name, status.summary(), ui=ui.PreviewText(status.summary()))
+        published = status.published or host.publish_path(status.name, status.output_kind).replace("{id}", job_id)
+        lora_name = host.lora_list_name(published) if status.output_kind == "LoRA" else ""
+        report = status.summary()
+        if status.output_kind != "LoRA":
+            report += f"; trains a {status.output_kind}, published as {published}"
+        return io.NodeOutput(job_id, lora_name, report, ui=ui.PreviewText(report))
 
     @classmethod
     def _start(cls, where, data, base, objective, values, extra) -> str:
@@ -188,6 +193,7 @@ class VitruvianTrain(VitruvianNode):
 
         from ..trainers.config import load_config
         from ..trainers.data import validate_dataset
+        from ..trainers.objectives import objective_output
 
         folder = host.resolve_folder(data, where, "data")
         names = _objectives()
@@ -207,7 +213,10 @@ class VitruvianTrain(VitruvianNode):
         validate_dataset(folder)
         host.free_models()
         store = host.store()
-        job_id = store.create(objective, settings, publish=host.publish_path(str(settings["name"])), origin="comfyui")
+        kind, file = objective_output(objective)
+        name = str(settings["name"])
+        job_id = store.create(objective, settings, publish=host.publish_path(name, kind), origin="comfyui",
+                              output={"kind": kind, "file": file.format(name=name)})
         store.start(job_id, env=host.job_env())
         return job_id
 
@@ -253,7 +262,11 @@ class VitruvianLoadJobLoRA(VitruvianNode):
         text = (step or "").strip() if isinstance(step, str) else ""
         if text != "newest" and not text.isdigit():
             raise ValueError(f"{where}: step must be 'newest' or a step number, got {step!r}")
-        return job_id, store.lora_path(job_id, "newest" if text == "newest" else int(text))
+        try:
+            return job_id, store.lora_path(job_id, "newest" if text == "newest" else int(text))
+        except JobStateError as e:  # a job that trains a scorer or a pose adapter
+            raise ValueError(f"{where}: job must be a LoRA training job, got: {e}; load a scorer in Score Regions "
+                             "(facescore:vitruvian/…), a pose adapter with Load Pose Adapter") from None
 
     @classmethod
     def fingerprint_inputs(cls, job=None, step=None, **kwargs):

@@ -24,7 +24,7 @@ import traceback
 from pathlib import Path
 
 from .files import DEVICE_LOCK, JOB_FILE, RUN_FILE, atomic_copy, read_json, write_json
-from .status import training_outcome
+from .status import job_output, training_outcome
 
 __all__ = ["main", "trainer_argv"]
 
@@ -111,11 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     ok, reason = training_outcome(folder, job, run["started"])
     if code == 0 and ok and job.get("publish"):
         try:
-            out = Path(job["settings"]["out"]) / f"{job['settings'].get('name', 'vitruvian')}.safetensors"
-            published = str(atomic_copy(out, job["publish"]))
+            kind, file = job_output(job)
+            published = str(atomic_copy(Path(job["settings"]["out"]) / file, job["publish"]))
             print(f"launcher: published {published}", flush=True)
         except OSError as e:
-            code, error = 1, f"could not copy the LoRA to {job['publish']}: {e}"
+            code, error = 1, f"could not copy the {kind} to {job['publish']}: {e}"
     elif code != 0 and not error:
         error = _last_error_line(folder)
     elif code == 0 and not ok:

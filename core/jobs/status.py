@@ -26,7 +26,11 @@ from pathlib import Path
 from .files import JOB_FILE, LOG_FILE, OUT_DIR, RUN_FILE, log_tail, read_json
 from .process import pid_alive
 
-__all__ = ["STATES", "ENDED", "JobStatus", "read_status", "read_progress", "lora_files", "training_outcome"]
+__all__ = ["STATES", "ENDED", "JobStatus", "read_status", "read_progress", "lora_files", "training_outcome",
+           "job_output", "LORA"]
+
+#: The output kind of the LoRA objectives (others: "scorer", "pose adapter").
+LORA = "LoRA"
 
 STATES = ("starting", "waiting", "running", "cancelling", "finished", "cancelled", "failed")
 #: States of a job whose process has ended.
@@ -45,7 +49,8 @@ class JobStatus:
         lora: path of the newest LoRA file ('' when none yet). published: the final LoRA's copy in
         ``models/loras`` ('' until finished). error: why it failed ('' otherwise). log: tail of train.log.
         created: epoch seconds. attempt: 1, +1 per resume. pid: the job process (None once ended).
-        data, base: the dataset and base model it trains on.
+        data, base: the dataset and base model it trains on. output_kind: what the job writes ("LoRA",
+        "scorer", "pose adapter"); ``lora`` and ``published`` are files of that kind.
     """
 
     id: str
@@ -66,6 +71,7 @@ class JobStatus:
     pid: int | None = None
     data: str = ""
     base: str = ""
+    output_kind: str = LORA
 
     @property
     def ended(self) -> bool:
@@ -119,20 +125,28 @@ def lora_files(out_dir: str | os.PathLike, name: str) -> dict:
     return found
 
 
+def job_output(job: dict) -> tuple[str, str]:
+    """``(kind, file name)`` of what the job's trainer writes into its ``run/`` folder: the ``output`` the job
+    was created with, else a LoRA ``<name>.safetensors``."""
+    output = job.get("output") or {}
+    name = job.get("settings", {}).get("name", "vitruvian")
+    return str(output.get("kind", LORA)), str(output.get("file", f"{name}.safetensors"))
+
+
 def training_outcome(job_dir: str | os.PathLike, job: dict, since: float) -> tuple[bool, str]:
     """Did the attempt that started at ``since`` train everything it was asked to?
 
-    Returns ``(True, "")`` when the final LoRA exists, is not empty, was written at or after ``since``
-    and ``progress.jsonl`` reached ``steps``; else ``(False, reason)``.
+    Returns ``(True, "")`` when the final output (see :func:`job_output`) exists, is not empty, was written
+    at or after ``since`` and ``progress.jsonl`` reached ``steps``; else ``(False, reason)``.
     """
     out = Path(job_dir) / OUT_DIR
-    settings = job.get("settings", {})
-    name, steps = settings.get("name", "vitruvian"), int(settings.get("steps", 0))
+    steps = int(job.get("settings", {}).get("steps", 0))
+    kind, file = job_output(job)
     records = read_progress(out / "progress.jsonl")
     done = records[-1]["step"] if records else 0
-    final = out / f"{name}.safetensors"
+    final = out / file
     if not final.is_file() or final.stat().st_size == 0:
-        return False, f"no LoRA was written ({final.name} is missing); {done}/{steps} steps in progress.jsonl"
+        return False, f"no {kind} was written ({final.name} is missing); {done}/{steps} steps in progress.jsonl"
     if final.stat().st_mtime < since - 1.0:
         return False, f"{final.name} is older than this run (left by an earlier one); nothing new was trained"
     if done < steps:
@@ -140,8 +154,11 @@ def training_outcome(job_dir: str | os.PathLike, job: dict, since: float) -> tup
     return True, ""
 
 
-def _newest_lora(out: Path, name: str) -> str:
+def _newest_output(out: Path, name: str, job: dict) -> str:
+    kind, file = job_output(job)
     files = list(lora_files(out, name).values())
+    if file != f"{name}.safetensors":  # e.g. a scorer: <name>-scorer.safetensors, no step files
+        files = [out / file] if (out / file).is_file() else []
     if not files:
         return ""
     return str(max(files, key=lambda p: p.stat().st_mtime_ns))
@@ -169,8 +186,9 @@ def read_status(job_dir: str | os.PathLike, *, log_lines: int = 30) -> JobStatus
         step=int(last.get("step", 0)), steps=int(settings.get("steps", 0)),
         loss=float(last["loss"]) if isinstance(last.get("loss"), (int, float)) else None,
         eta=float(last["eta"]) if isinstance(last.get("eta"), (int, float)) else None, losses=losses,
-        lora=_newest_lora(out, name), created=float(job.get("created", 0.0)), attempt=int(job.get("attempt", 1)),
-        data=str(settings.get("data", "")), base=str(settings.get("base", "")),
+        lora=_newest_output(out, name, job), created=float(job.get("created", 0.0)),
+        attempt=int(job.get("attempt", 1)), data=str(settings.get("data", "")), base=str(settings.get("base", "")),
+        output_kind=job_output(job)[0],
     )
     this_attempt = run if run.get("attempt") == status.attempt else {}
     cancel = job.get("cancel_requested") is not None

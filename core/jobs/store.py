@@ -28,7 +28,7 @@ from .files import (
     JOB_FILE, JOB_ID_RE, LOG_FILE, OUT_DIR, check_job_id, new_job_id, read_json, write_json,
 )
 from .process import PACKAGE, module_command, pid_alive, process_start_time, spawn, terminate
-from .status import JobStatus, lora_files, read_status
+from .status import LORA, JobStatus, lora_files, read_status
 
 __all__ = ["JobStore", "JobNotFoundError", "JobStateError", "LAUNCHER", "PACK_DIR", "format_setting"]
 
@@ -117,6 +117,10 @@ class JobStore:
         """A LoRA file of the job: ``"newest"`` (the last written) or step ``N`` (``<name>-step<N>``, or the
         final file when N is the last step). Raises FileNotFoundError saying what exists."""
         status = self.status(job_id, log_lines=0)
+        if status.output_kind != LORA:
+            raise JobStateError(f"job {job_id} trains a {status.output_kind} ({status.objective}), not a LoRA; "
+                                f"its file is {status.lora or 'not written yet'}"
+                                + (f" (published as {status.published})" if status.published else ""))
         files = lora_files(self.job_dir(job_id) / OUT_DIR, status.name)
         if step == "newest":
             if not files:
@@ -137,7 +141,7 @@ class JobStore:
     # -- creating, starting, stopping --------------------------------------------------------------
 
     def create(self, objective: str, settings: Mapping, *, publish: str | os.PathLike | None = None,
-               exclusive: bool = True, origin: str = "") -> str:
+               exclusive: bool = True, origin: str = "", output: Mapping | None = None) -> str:
         """A new job folder with its ``job.json``; returns the job id. Nothing runs until :meth:`start`.
 
         Args:
@@ -147,6 +151,8 @@ class JobStore:
             publish: where the final LoRA is copied when the job finishes (e.g. ``models/loras/vitruvian/
                 <name>-<id>.safetensors``); '{id}' in it is replaced by the job id.
             exclusive: wait for the root's device lock, so that jobs train one at a time.
+            output: ``{"kind": ..., "file": ...}``, what the trainer writes in ``run/`` when it is not a LoRA
+                ``<name>.safetensors`` (a scorer: ``<name>-scorer.safetensors``); checked and published.
         """
         if not isinstance(objective, str) or not objective:
             raise ValueError(f"JobStore.create: objective must be a trainer objective name, got {objective!r}")
@@ -168,7 +174,7 @@ class JobStore:
         write_json(folder / JOB_FILE, {
             "format": 1, "id": job_id, "created": time.time(), "objective": objective, "settings": values,
             "publish": str(publish).replace("{id}", job_id) if publish else "", "exclusive": bool(exclusive),
-            "origin": origin, "attempt": 1, "pid": None, "pid_started": None, "cancel_requested": None,
+            "origin": origin, "output": dict(output) if output else None, "attempt": 1, "pid": None, "pid_started": None, "cancel_requested": None,
         })
         return job_id
 

@@ -65,10 +65,10 @@ def test_create_and_find(tmp_path):
         store.create("dpo", {"base": "b", "data": "d", "steps": 1, "out": "/tmp"})
 
 
-def _ended_job(tmp_path, run: dict, *, final: bool, steps_done: int, cancel=None):
+def _ended_job(tmp_path, run: dict, *, final: bool, steps_done: int, cancel=None, output=None):
     """A job folder as a job process would leave it (the process is a finished ``true``)."""
     store = JobStore(tmp_path / "jobs")
-    job_id = store.create("dpo", {"base": "b", "data": "d", "steps": 3})
+    job_id = store.create("dpo", {"base": "b", "data": "d", "steps": 3}, output=output)
     folder = store.job_dir(job_id)
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     started = process_start_time(proc.pid)
@@ -81,7 +81,7 @@ def _ended_job(tmp_path, run: dict, *, final: bool, steps_done: int, cancel=None
     (out / "progress.jsonl").write_text("".join(json.dumps({"step": s, "loss": 0.69, "eta": 0}) + "\n"
                                                 for s in range(1, steps_done + 1)))
     if final:
-        (out / "vitruvian.safetensors").write_bytes(b"x" * 10)
+        (out / (output or {}).get("file", "vitruvian.safetensors")).write_bytes(b"x" * 10)
     write_json(folder / RUN_FILE, {"attempt": 1, **run})
     return store, job_id
 
@@ -96,6 +96,22 @@ def test_stale_final_lora_is_not_success(tmp_path):
     store, job_id = _ended_job(tmp_path, {"started": time.time() + 100, "returncode": 0}, final=True, steps_done=3)
     status = store.status(job_id)
     assert status.state == "failed" and "older than this run" in status.error
+
+
+def test_jobs_of_other_outputs_are_judged_by_their_file(tmp_path):
+    """A scorer job finishes on <name>-scorer.safetensors, fails without it, and is no LoRA to hot-load."""
+    scorer = {"kind": "scorer", "file": "vitruvian-scorer.safetensors"}
+    store, job_id = _ended_job(tmp_path, {"started": time.time() - 5, "returncode": 0}, final=True, steps_done=3,
+                               output=scorer)
+    status = store.status(job_id)
+    assert status.state == "finished" and status.output_kind == "scorer"
+    assert status.lora.endswith("vitruvian-scorer.safetensors")
+    with pytest.raises(JobStateError, match="trains a scorer .dpo., not a LoRA"):
+        store.lora_path(job_id)
+    store, job_id = _ended_job(tmp_path / "b", {"started": time.time() - 5, "returncode": 0}, final=False,
+                               steps_done=3, output=scorer)
+    status = store.status(job_id)
+    assert status.state == "failed" and "no scorer was written (vitruvian-scorer.safetensors is missing)" in status.error
 
 
 def test_finished_and_vanished_states(tmp_path):

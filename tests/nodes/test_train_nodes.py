@@ -406,3 +406,28 @@ def test_panel_script_is_served(comfy_host):
     with urllib.request.urlopen(comfy_host.url + path, timeout=30) as answer:
         text = answer.read().decode()
     assert "vitruvian.job" in text and "/vitruvian/jobs" in text
+
+
+@pytest.mark.comfy
+@pytest.mark.slow
+def test_train_scorer_job_publishes_a_scorer_score_regions_lists(comfy_host, tiny_checkpoint):
+    """A job of a non-LoRA objective: Train checks and publishes the scorer file (not a LoRA into
+    models/loras), Score Regions lists it, and Load Job LoRA refuses the job with a clear error."""
+    data = _pairs_dataset(comfy_host, n=2)
+    name = f"s{uuid.uuid4().hex[:6]}"
+    outputs = comfy_host.run_workflow({"1": _train(data, tiny_checkpoint.name, objective="train-scorer", steps=2,
+                                                   batch_size=2, name=name, wait=True)})
+    report = outputs["1"]["text"][0]
+    assert "finished, step 2/2" in report and "trains a scorer, published as" in report, report
+    published = Path(report.split("published as ", 1)[1].strip())
+    assert published.is_file() and published.name.startswith(f"{name}-") and "scorers" in published.parts
+    options = comfy_host._request("GET", "/object_info/VitruvianScoreRegions")["VitruvianScoreRegions"]["input"]
+    assert f"facescore:vitruvian/{published.name}" in options["required"]["scorer"][1]["options"]
+    loras = comfy_host._request("GET", "/object_info/LoraLoader")["LoraLoader"]["input"]["required"]["lora_name"][0]
+    assert not any(name in x for x in loras)
+    job_id = published.stem.split(f"{name}-", 1)[1]
+    with pytest.raises(WorkflowError, match="job must be a LoRA training job, got: job .* trains a scorer"):
+        comfy_host.run_workflow({"1": {"class_type": "VitruvianLoadJobLoRA", "inputs": {
+            "model": ["2", 0], "job": job_id, "step": "newest", "strength_model": 1.0, "strength_clip": 1.0}},
+            "2": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": tiny_checkpoint.name}},
+            "3": {"class_type": "PreviewAny", "inputs": {"source": ["1", 2]}}})

@@ -29,6 +29,7 @@ __all__ = [
     "ObjectiveFactory",
     "objective_names",
     "get_objective",
+    "objective_output",
     "SFT",
     "DPO",
     "PatchDPO",
@@ -62,6 +63,17 @@ def _hg_curriculum(config):
 def objective_names() -> tuple[str, ...]:
     """The registered objective names, sorted."""
     return tuple(sorted(OBJECTIVES))
+
+
+def objective_output(name: str) -> tuple[str, str]:
+    """``(kind, file name pattern)`` of what objective ``name`` writes into ``out``: ``("LoRA",
+    "{name}.safetensors")`` unless its class says otherwise (``output_kind``, ``output_file``), e.g.
+    ``("scorer", "{name}-scorer.safetensors")``. Nothing is built or imported beyond the registry."""
+    owner = getattr(OBJECTIVES.get(name), "__self__", None)  # a bound from_config classmethod
+    if name not in OBJECTIVES:
+        get_objective(name)  # raises the ConfigError listing the names
+    return (str(getattr(owner, "output_kind", "LoRA")),
+            str(getattr(owner, "output_file", "{name}.safetensors")))
 
 
 def get_objective(name: str, config: Any = None) -> Objective:

@@ -116,6 +116,7 @@ class PoseAdapterObjective:
     wants_lora = False
     export_name = "pose_adapter.safetensors"
     output_kind = "pose adapter"
+    output_file = "{name}.safetensors"
     #: settings that shape the adapter: a resumed run must keep them
     resume_identity = ("pose_graph", "pose_graph_levels", "pose_graph_reduction", "pose_skeleton_dim", "pose_channels")
 

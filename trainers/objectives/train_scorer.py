@@ -52,6 +52,8 @@ class TrainScorer:
     name = "train-scorer"
     images_per_sample = 2
     needs_reference = False
+    output_kind = "scorer"
+    output_file = "{name}-scorer.safetensors"
 
     @classmethod
     def from_config(cls, config: Any = None) -> TrainScorer:
