@@ -408,7 +408,8 @@ def _save(accelerator, out, step, samples, raw_unet, optimizer, lr_scheduler, ge
 
 
 class _StopSignal:
-    """SIGINT/SIGTERM → finish the step, checkpoint, return. A second SIGINT aborts at once."""
+    """SIGINT/SIGTERM (and SIGBREAK on Windows) → finish the step, checkpoint, return. A second SIGINT aborts
+    at once."""
 
     def __init__(self):
         self.name = ""
@@ -417,8 +418,10 @@ class _StopSignal:
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread (e.g. not inside ComfyUI workers)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
+        # SIGBREAK: Ctrl+Break in a Windows console, and what a job's cancel sends there (CTRL_BREAK_EVENT)
+        for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGBREAK", None)):
+            if sig is not None:
+                self._previous[sig] = signal.signal(sig, self._handle)
 
     def uninstall(self) -> None:
         for sig, handler in self._previous.items():
