@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 
 import torch
 
+from .atomic import atomic_save_safetensors
 from .errors import ConfigError
 
 __all__ = [
@@ -207,21 +207,9 @@ def save_lora(
     if base_kind is not None:
         meta["ss_base_model_version"] = BASE_VERSIONS.get(base_kind, base_kind)
     meta.update({str(k): _jsonable(v) for k, v in (metadata or {}).items()})
-    _atomic_save(tensors, path, meta)
+    atomic_save_safetensors(tensors, path, meta)
     return path
 
-
-def _atomic_save(tensors: dict, path: Path, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass

@@ -26,12 +26,13 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import torch
+
+from .atomic import atomic_path, atomic_write_text
 
 __all__ = ["PAIRINGS", "SAME_INDEX", "SOURCES", "PairRecord", "AppendResult", "choose_pairs", "choose_real_pairs",
            "choose_same_index_pairs", "image_hash", "append_pairs", "METADATA"]
@@ -229,17 +230,6 @@ def image_hash(image: torch.Tensor) -> str:
     return hashlib.sha256(f"{arr.shape}".encode() + arr.tobytes()).hexdigest()[:20]
 
 
-def _write_atomic(path: Path, save) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _store_image(folder: Path, image: torch.Tensor, what: str) -> tuple[str, tuple[int, int]]:
     from PIL import Image
 
@@ -247,7 +237,8 @@ def _store_image(folder: Path, image: torch.Tensor, what: str) -> tuple[str, tup
     name = f"images/{hashlib.sha256(f'{arr.shape}'.encode() + arr.tobytes()).hexdigest()[:20]}.png"
     path = folder / name
     if not path.is_file():
-        _write_atomic(path, lambda tmp: Image.fromarray(arr, "RGB").save(tmp, format="PNG"))
+        with atomic_path(path) as tmp:
+            Image.fromarray(arr, "RGB").save(tmp, format="PNG")
     return name, (arr.shape[1], arr.shape[0])
 
 
@@ -265,7 +256,8 @@ def _store_quality(folder: Path, q: torch.Tensor, what: str) -> str:
     name = f"quality/{hashlib.sha256(f'{arr.shape}'.encode() + arr.tobytes()).hexdigest()[:20]}.png"
     path = folder / name
     if not path.is_file():
-        _write_atomic(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
+        with atomic_path(path) as tmp:
+            Image.fromarray(arr).save(tmp, format="PNG")
     return name
 
 
@@ -343,7 +335,7 @@ def append_pairs(folder: str | os.PathLike, pairs: Sequence[PairRecord]) -> Appe
         if new_lines:
             text = old if not old or old.endswith("\n") else old + "\n"
             text += "".join(line + "\n" for line in new_lines)
-            _write_atomic(meta, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+            atomic_write_text(meta, text)
         result.added = len(new_lines)
         result.total = sum(1 for line in (meta.read_text(encoding="utf-8") if meta.is_file() else "").splitlines()
                            if line.strip())

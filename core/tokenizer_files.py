@@ -19,9 +19,10 @@ import gzip
 import importlib.util
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from .atomic import atomic_write_text
 
 __all__ = [
     "BOS",
@@ -99,17 +100,6 @@ def clip_vocab(merges: Sequence[tuple[str, str]]) -> dict[str, int]:
     return vocab
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_clip_tokenizer_files(
     folder: str | os.PathLike, merges: Sequence[tuple[str, str]], *, model_max_length: int = 77
 ) -> Path:
@@ -132,9 +122,9 @@ def write_clip_tokenizer_files(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vocab = clip_vocab(merges)
-    _atomic_write_text(folder / "vocab.json", json.dumps(vocab, ensure_ascii=False))
+    atomic_write_text(folder / "vocab.json", json.dumps(vocab, ensure_ascii=False))
     lines = ["#version: 0.2"] + [f"{a} {b}" for a, b in merges]
-    _atomic_write_text(folder / "merges.txt", "\n".join(lines) + "\n")
+    atomic_write_text(folder / "merges.txt", "\n".join(lines) + "\n")
     config = {
         "tokenizer_class": "CLIPTokenizer",
         "bos_token": BOS,
@@ -144,9 +134,9 @@ def write_clip_tokenizer_files(
         "do_lower_case": True,
         "model_max_length": model_max_length,
     }
-    _atomic_write_text(folder / "tokenizer_config.json", json.dumps(config, indent=2))
+    atomic_write_text(folder / "tokenizer_config.json", json.dumps(config, indent=2))
     special = {k: config[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
-    _atomic_write_text(folder / "special_tokens_map.json", json.dumps(special, indent=2))
+    atomic_write_text(folder / "special_tokens_map.json", json.dumps(special, indent=2))
     return folder
 
 

@@ -27,7 +27,6 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +35,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.atomic import atomic_copy, atomic_write_text
 from ..core.errors import ConfigError
 
 __all__ = [
     "CHECKPOINT_DIR",
     "LORA_FILE",
     "Checkpoint",
-    "atomic_write_text",
     "checkpoint_dirs",
     "clean_stale",
     "resolve_resume",
@@ -69,32 +68,6 @@ class Checkpoint:
     samples_consumed: int
     world_size: int
     config: dict
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder + ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_copy(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def checkpoint_dirs(out: str | os.PathLike) -> list[Checkpoint]:
@@ -232,7 +205,7 @@ def save_checkpoint(
         else:
             os.replace(tmp, final)
         atomic_write_text(root / LATEST, final.name + "\n")
-        _atomic_copy(final / publish, Path(out) / f"{name}-step{step}.safetensors")
+        atomic_copy(final / publish, Path(out) / f"{name}-step{step}.safetensors")
     accelerator.wait_for_everyone()
     return final
 

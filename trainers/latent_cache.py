@@ -28,13 +28,13 @@ import hashlib
 import json
 import os
 import secrets
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..core.atomic import atomic_save_safetensors
 from .models import encode_images
 
 __all__ = ["LatentCache", "BatchEncoder", "module_fingerprint"]
@@ -120,19 +120,9 @@ class LatentCache:
         """Write pending (spilled) entries to a new shard, atomically."""
         if not self._pending or self.directory is None:
             return
-        from safetensors.torch import save_file
-
         self.directory.mkdir(parents=True, exist_ok=True)
         shard = self.directory / f"shard-{secrets.token_hex(8)}.safetensors"
-        flat = {f"{k}{_SEP}{n}": t for k, e in self._pending.items() for n, t in e.items()}
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{shard.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(flat, tmp)
-            os.replace(tmp, shard)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_save_safetensors({f"{k}{_SEP}{n}": t for k, e in self._pending.items() for n, t in e.items()}, shard)
         for k, e in self._pending.items():
             self._index[k] = (shard, list(e))
         self._pending.clear()

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from ..core.atomic import atomic_write_text
 from ..core.errors import ConfigError, VitruvianError
 from . import checkpoint as ckpt_io
 from .progress import PROGRESS_FILE, Progress, read_progress, truncate_progress
@@ -309,7 +310,7 @@ def train(config, *, callbacks: Sequence[Callable[[StepEvent], bool | None]] = (
         if use_lora:
             lora_file = lora_path if setup is None else out / f"{config.name}-lora.safetensors"
             save_lora(lora_file, raw_unet, config=cfg_dict, step=step, base_kind=base.kind)
-        ckpt_io.atomic_write_text(out / "config.json", json.dumps(cfg_dict, indent=2) + "\n")
+        atomic_write_text(out / "config.json", json.dumps(cfg_dict, indent=2) + "\n")
     accelerator.wait_for_everyone()
     checkpoints = tuple(c.path for c in ckpt_io.checkpoint_dirs(out))
     return TrainResult(lora_path=lora_path, steps=step, final_loss=final_loss, metrics=final_metrics,

@@ -14,9 +14,10 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections import deque
 from pathlib import Path
+
+from ..core.atomic import atomic_write_text
 
 __all__ = ["PROGRESS_FILE", "Progress", "read_progress", "truncate_progress"]
 
@@ -45,10 +46,7 @@ def truncate_progress(path: str | os.PathLike, last_step: int) -> None:
     if not p.exists():
         return
     keep = [r for r in read_progress(p) if r["step"] <= last_step]
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r) + "\n" for r in keep)
-    os.replace(tmp, p)
+    atomic_write_text(p, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 class Progress:

@@ -19,10 +19,9 @@ import json
 import os
 import re
 import secrets
-import shutil
-import tempfile
 import time
-from pathlib import Path
+
+from ..atomic import atomic_copy, atomic_write_json
 
 __all__ = [
     "JOB_FILE", "RUN_FILE", "LOG_FILE", "OUT_DIR", "DEVICE_LOCK", "JOB_ID_RE", "new_job_id", "check_job_id",
@@ -58,19 +57,8 @@ def check_job_id(job_id, where: str) -> str:
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:
-    """Write ``data`` as JSON via a temp file in the same folder + ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` as JSON atomically (temp file in the same folder, fsync, ``os.replace``)."""
+    atomic_write_json(path, data)
 
 
 def read_json(path: str | os.PathLike) -> dict:
@@ -81,22 +69,6 @@ def read_json(path: str | os.PathLike) -> dict:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """Copy ``src`` to ``dst`` through a temp file beside ``dst`` (readers see the old file or the whole
-    new one, never a part); creates ``dst``'s folder. Returns ``dst``."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dst
 
 
 def log_tail(path: str | os.PathLike, lines: int = 30, max_bytes: int = 64 * 1024) -> str:

@@ -24,11 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_save_safetensors
 from ..errors import ConfigError, ModelNotFoundError
 from .config import PoseAdapterConfig
 
@@ -50,8 +50,6 @@ def save_pose_adapter(path: str | os.PathLike, adapter, *, dtype: torch.dtype | 
         metadata: more string entries for the metadata (e.g. the trainer's ``vitruvian_config``); they may
             not replace the format's own keys.
     """
-    from safetensors.torch import save_file
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ConfigError(f"save_pose_adapter: path must end in .safetensors, got {str(path)!r}")
@@ -67,15 +65,7 @@ def save_pose_adapter(path: str | os.PathLike, adapter, *, dtype: torch.dtype | 
     if clash:
         raise ConfigError(f"save_pose_adapter: metadata must not replace the format's keys, got {clash}")
     meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_save_safetensors(tensors, path, meta)
 
 
 def read_pose_adapter_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -30,7 +30,6 @@ import argparse
 import dataclasses
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..atomic import atomic_save_safetensors
 from ..errors import ConfigError, ModelNotFoundError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "PoseNetConfig", "HeatmapPoseNet", "save_pose_net", "load_pose_net", "main"]
@@ -145,22 +145,13 @@ class HeatmapPoseNet(nn.Module):
 
 def save_pose_net(path: str | os.PathLike, net: HeatmapPoseNet) -> Path:
     """Write ``net`` to ``path`` (``.safetensors``) atomically; returns the path."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ConfigError(f"save_pose_net: path must end in .safetensors, got {str(path)!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"format": FORMAT, "format_version": FORMAT_VERSION,
-                                          "config": net.config.to_json()})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_save_safetensors(tensors, path, {"format": FORMAT, "format_version": FORMAT_VERSION,
+                                            "config": net.config.to_json()})
     return path
 
 

@@ -47,8 +47,10 @@ def grow_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     # L1 radius), and a pair of steps that changes nothing is a fixed point: both end the loop early, so
     # a large radius on a small image costs what the image needs, not what was asked.
     steps = min(abs(pixels), mask.shape[-2] + mask.shape[-1])
+    before = out
     for step in range(steps):
-        before = out if step % 2 == 0 else before
+        if step % 2 == 0:
+            before = out
         out = op(out, cross if step % 2 == 0 else square)
         if step % 2 == 1 and torch.equal(out, before):
             break

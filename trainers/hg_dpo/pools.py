@@ -12,15 +12,14 @@ FaceScore wrapper); higher is better.
 """
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ...core.atomic import atomic_path, atomic_write_json
 from ..callables import import_callable
 
 __all__ = ["resolve_scorer", "sharpness_score", "build_pipelines", "load_square", "to_tensor", "save_png"]
@@ -85,19 +84,10 @@ def to_tensor(images) -> torch.Tensor:
 
 
 def save_png(image, path: Path) -> None:
-    """Write a PIL image atomically (temp file + os.replace)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
+    """Write a PIL image atomically."""
+    with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: Path, value) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(json.dumps(value, indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write_json(path, value)

@@ -32,7 +32,8 @@ from typing import Any
 import torch
 
 from ...core.errors import ConfigError
-from ..checkpoint import atomic_write_text, checkpoint_dirs
+from ...core.atomic import atomic_write_text
+from ..checkpoint import checkpoint_dirs
 from .pools import build_pipelines, load_square, resolve_scorer, save_png, to_tensor, write_json
 
 __all__ = ["HGDPOCurriculum", "stage_plan", "build_stage_pairs", "combine_lora_files"]
@@ -123,7 +124,8 @@ def combine_lora_files(paths: Sequence[Path], dest: Path, *, metadata: dict | No
     """
     from safetensors.torch import load_file
 
-    from ...core.lora_io import _atomic_save, read_lora_metadata
+    from ...core.atomic import atomic_save_safetensors
+    from ...core.lora_io import read_lora_metadata
 
     if not paths:
         raise ConfigError("combine_lora_files: paths must name at least one LoRA file, got none")
@@ -152,7 +154,7 @@ def combine_lora_files(paths: Sequence[Path], dest: Path, *, metadata: dict | No
     meta.update({"ss_network_dim": str(total), "ss_network_alpha": str(float(total)),
                  "vitruvian_stage_loras": json.dumps([str(p) for p in paths])})
     meta.update({str(k): (v if isinstance(v, str) else json.dumps(v)) for k, v in (metadata or {}).items()})
-    _atomic_save(out, dest, meta)
+    atomic_save_safetensors(out, dest, meta)
     return dest
 
 

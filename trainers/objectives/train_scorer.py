@@ -65,8 +65,7 @@ class TrainScorer:
     def drive(self, config, *, callbacks=()):
         from ...core.scoring.facescore import FaceScoreModel, load_facescore
         from ...core.scoring.finetune import pair_accuracy, pairwise_loss, trainable_parameters
-        from ...core.lora_io import _atomic_save
-        from ..checkpoint import atomic_write_text
+        from ...core.atomic import atomic_save_safetensors, atomic_write_text
         from ..data import make_loader, open_dataset, validate_dataset
         from ..loop import TrainResult
         from ..progress import PROGRESS_FILE, Progress
@@ -118,7 +117,7 @@ class TrainScorer:
         path = out / f"{config.name}-scorer.safetensors"
         state = {k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous()
                  for k, v in model.state_dict().items()}
-        _atomic_save(state, path, {"vitruvian_config": json.dumps(config.to_dict(), sort_keys=True),
+        atomic_save_safetensors(state, path, {"vitruvian_config": json.dumps(config.to_dict(), sort_keys=True),
                                    "vitruvian_scorer": "facescore"})
         atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
         return TrainResult(lora_path=path, steps=config.steps, final_loss=loss_v, metrics=metrics, out_dir=out,
