@@ -107,8 +107,9 @@ def resolve_folder(path: str, where: str, what: str) -> Path:
     temp folder (symlinks resolved). ValueError naming the allowed folders otherwise."""
     import folder_paths
 
-    if not isinstance(path, str) or not path.strip():
-        raise ValueError(f"{where}: {what} must be a folder path (relative to ComfyUI's output folder), got {path!r}")
+    if not isinstance(path, str) or not path.strip() or "\x00" in path:
+        raise ValueError(f"{where}: {what} must be a folder path (relative to ComfyUI's output folder, without NUL "
+                         f"characters), got {path!r}")
     text = path.strip()
     full = os.path.realpath(text if os.path.isabs(text) else os.path.join(folder_paths.get_output_directory(), text))
     roots = allowed_roots()

@@ -5,16 +5,16 @@ For a node N:
 
 - **baseline**: N fed as in the shipped API workflow that uses it with the fewest upstream nodes (their
   widget values included), when that context has at most :data:`MAX_CONTEXT_NODES` nodes (a bigger one,
-  such as a closed loop that trains a LoRA, would make every case slow); else N with widget defaults and,
-  for each required socket, the smallest producer of that type in any shipped workflow (or a fuzz-pack /
-  built-in node, or a ``FuzzValue`` None when nothing makes the type). Every output of N goes to a
-  ``FuzzSink``; INT widgets are capped by :func:`cheapen`.
-- **cases**: the baseline with *one* input of N replaced by a malformed value (per widget type: wrong types,
-  out-of-range, NaN/inf, empty, huge, path traversal, broken JSON), or a socket fed by a fuzz-pack node
-  (NaN/inf/empty/odd-shaped images and masks, wrong Python objects), a raw literal or a bad link, or an
-  upstream JSON widget perturbed (NaN / huge numbers / empty / truncated); plus mismatched image sizes for
-  nodes with two image-like inputs.
-
+  such as the whole closed loop with its before/after sampling, would make every case slow; upstream
+  results are cached by the host, so a context costs its run time once); else N with widget defaults
+  (and :data:`WIDGET_HINTS`) and, for each required socket, a producer: pack-typed sockets first, each
+  from the smallest shipped-workflow subgraph making the type (or the one :data:`PRODUCER_HINTS` names,
+  or a pack node making the type from producible inputs, e.g. SEGS from Regions to SEGS), then image-like
+  sockets from what those producers were fed (Paste Regions gets the image its crops were cut from) or
+  make (the crops themselves), else from the smallest producer (a fuzz-pack / built-in node, or a
+  ``FuzzValue`` None when nothing makes the type). Every output of N goes to a ``FuzzSink``; INT widgets
+  are capped by :func:`cheapen` and :data:`FUZZ_SETTINGS`; :data:`TARGET_SETTINGS` keeps a fuzzed Train
+  from waiting for its job.
 Each case has a ``strict`` flag: strict cases are malformed for any node, so running to success is a
 failure; the others (an empty string, a 1-pixel image, …) may be legitimately accepted, and only a crash,
 a hang or an unclear error counts against them.
@@ -31,8 +31,11 @@ from dataclasses import dataclass, field
 __all__ = ["Case", "producer_graphs", "baseline_prompt", "cheapen", "node_cases", "TARGET", "IMAGE_LIKE"]
 
 TARGET = "target"
-MAX_CONTEXT_NODES = 8
+#: Up to 12 nodes: Collect Pairs, Train and Load Job LoRA run in the closed loop's generate → score → pairs
+#: (→ a one-step job) context; Compare's (the whole loop, 19 nodes, sampling twice) is too slow.
+MAX_CONTEXT_NODES = 12
 IMAGE_LIKE = ("IMAGE", "MASK")
+WIDGETS = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 FALLBACK_PRODUCERS = {
     "IMAGE": {"class_type": "FuzzImage", "inputs": {"kind": "valid", "width": 64, "height": 64}},
     "MASK": {"class_type": "FuzzMask", "inputs": {"kind": "valid", "width": 64, "height": 64}},
@@ -50,6 +53,16 @@ MASK_KINDS = {"nan": True, "inf": True, "empty_batch": True, "one_pixel": False,
 #: at 512 px take minutes. Batch sizes are kept (a batch must match its poses). Used by the fuzz baselines
 #: and the browser test.
 CHEAP_CAPS = {"steps": 2, "target_size": 64, "max_size": 64, "width": 64, "height": 64, "variants": 1, "resolution": 64}
+#: Fuzz-only settings of any node of a baseline (upstream included): a training job of one step.
+FUZZ_SETTINGS = {"VitruvianTrain": {"steps": 1, "checkpoint_every": 1}}
+#: Settings of the fuzzed node itself: Train returns its job id at once (every accepted case starts a job;
+#: the test cancels them), while an upstream Train (Load Job LoRA's) waits so its LoRA exists.
+TARGET_SETTINGS = {"VitruvianTrain": {"wait": False}}
+#: Sockets of nodes no shipped workflow wires, where the smallest producer of the type is not the one that
+#: fits: (node, socket) → the producing class.
+PRODUCER_HINTS = {("VitruvianRankImages", "regions"): "VitruvianScoreRegions"}
+#: Widget values of such nodes where the default does not fit the producers (the score they carry).
+WIDGET_HINTS = {"VitruvianRankImages": {"score": "sharpness"}}
 VALUE_KINDS = ("none", "int", "string", "empty_list", "empty_dict", "list_of_none", "nan_tensor", "float_nan")
 BROKEN_JSON = ("{", "[1, 2", '{"x": NaN, "y": Infinity}', "null", "[]", "\u0000")
 PATHS = ("../../etc/passwd", "/etc/passwd", "..\\..\\windows\\win.ini")
@@ -112,14 +125,34 @@ def _subgraph(prompt: dict, node_id: str, prefix: str) -> tuple[dict, str]:
 
 def producer_graphs(workflows: list[dict], info: dict) -> dict[str, tuple[dict, str, int]]:
     """Socket type → (nodes, node id, output slot) of the smallest shipped-workflow subgraph producing it
-    (at most :data:`MAX_CONTEXT_NODES` nodes)."""
+    (at most :data:`MAX_CONTEXT_NODES` nodes); also under ``"TYPE@Class"`` for each producing class and
+    ``"TYPE#wN"`` for each workflow (index N). A type
+    no workflow makes comes from a pack node whose required sockets are all made (its widgets at defaults)."""
     best: dict[str, tuple[dict, str, int]] = {}
     for index, prompt in enumerate(workflows):
         for node_id, node in prompt.items():
             for slot, kind in enumerate(_outputs(info, node["class_type"])):
                 nodes, new_id = _subgraph(prompt, node_id, f"w{index}_")
-                if len(nodes) <= MAX_CONTEXT_NODES and (kind not in best or len(nodes) < len(best[kind][0])):
-                    best[kind] = (nodes, new_id, slot)
+                for key in (kind, f"{kind}@{node['class_type']}", f"{kind}#w{index}"):
+                    if len(nodes) <= MAX_CONTEXT_NODES and (key not in best or len(nodes) < len(best[key][0])):
+                        best[key] = (nodes, new_id, slot)
+    for name in sorted(n for n in info if n.startswith("Vitruvian")):
+        for slot, kind in enumerate(_outputs(info, name)):
+            if kind in best or kind in FALLBACK_PRODUCERS:
+                continue
+            sockets = [(n, _spec(info[name], n)[0]) for n in _inputs(info[name]) if _spec(info[name], n)[2]]
+            if not all(k in best or k in WIDGETS for _, k in sockets):
+                continue
+            nodes, inputs = {}, {}
+            for socket, k in sockets:
+                if k in WIDGETS:
+                    inputs[socket] = _default(k, _spec(info[name], socket)[1])
+                else:
+                    upstream, upstream_id, upstream_slot = best[k]
+                    nodes.update(copy.deepcopy(upstream))
+                    inputs[socket] = [upstream_id, upstream_slot]
+            nodes[f"s_{name}"] = {"class_type": name, "inputs": inputs}
+            best[kind] = best[f"{kind}@{name}"] = (nodes, f"s_{name}", slot)
     return best
 
 
@@ -164,16 +197,25 @@ def baseline_prompt(node: str, info: dict, workflows: list[dict], producers: dic
         prompt.update(copy.deepcopy(nodes))
         prompt[TARGET] = prompt.pop(new_id)
     else:
-        inputs = {}
+        inputs, sockets = {}, []
         for name in _inputs(entry):
             kind, options, required = _spec(entry, name)
-            if kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
+            if kind in WIDGETS:
                 if required:
                     inputs[name] = _default(kind, options)
-                continue
-            if required:
-                inputs[name] = _producer(kind, producers, prompt, f"p_{name}_")
+            elif required:
+                sockets.append((name, kind))
+        inputs.update(WIDGET_HINTS.get(node, {}))
+        # Pack types first (stable order), so image-like sockets can take what those producers were fed.
+        for name, kind in sorted(sockets, key=lambda s: s[1] in FALLBACK_PRODUCERS):
+            hint = PRODUCER_HINTS.get((node, name))
+            sibling = _sibling(name, kind, inputs, prompt, info, producers) if kind in FALLBACK_PRODUCERS else None
+            inputs[name] = sibling or _producer(f"{kind}@{hint}" if hint else kind, producers, prompt, f"p_{name}_")
         prompt[TARGET] = {"class_type": node, "inputs": inputs}
+    for node_id, n in prompt.items():
+        n["inputs"].update(FUZZ_SETTINGS.get(n["class_type"], {}))
+        if node_id == TARGET:
+            n["inputs"].update(TARGET_SETTINGS.get(n["class_type"], {}))
     for slot, _ in enumerate(_outputs(info, node)):
         prompt[f"sink{slot}"] = {"class_type": "FuzzSink", "inputs": {"value": [TARGET, slot]}}
     if not _outputs(info, node) and not entry.get("output_node"):
@@ -188,8 +230,34 @@ def _producer(kind: str, producers: dict, prompt: dict, prefix: str) -> list:
         nodes, node_id, slot = producers[kind]
         prompt.update(copy.deepcopy(nodes))
         return [node_id, slot]
+    kind = kind.split("@", 1)[0]
     prompt[f"{prefix}0"] = copy.deepcopy(FALLBACK_PRODUCERS.get(kind, PLACEHOLDER))
     return [f"{prefix}0", 0]
+
+
+def _sibling(name: str, kind: str, inputs: dict, prompt: dict, info: dict, producers: dict) -> list | None:
+    """For an image-like socket, what the producers already feeding the node were fed under the same
+    input name (the image the crops were cut from), else an output of theirs of that type (the crops),
+    else the smallest producer of the type in their workflow; None when there is none."""
+    direct = [v[0] for v in inputs.values() if isinstance(v, list) and len(v) == 2 and v[0] in prompt]
+    for node_id in direct:
+        link = prompt[node_id]["inputs"].get(name)
+        if isinstance(link, list) and len(link) == 2 and link[0] in prompt:
+            outputs = _outputs(info, prompt[link[0]]["class_type"])
+            if link[1] < len(outputs) and outputs[link[1]] == kind:
+                return list(link)
+    for node_id in direct:
+        outputs = _outputs(info, prompt[node_id]["class_type"])
+        if kind in outputs:
+            return [node_id, outputs.index(kind)]
+    for node_id in direct:
+        # the same workflow's producer: a batch of 4 images for the closed loop's 4-frame pose
+        match = re.match(r"w(\d+)_", node_id)
+        if match and f"{kind}#w{match.group(1)}" in producers:
+            nodes, producer_id, slot = producers[f"{kind}#w{match.group(1)}"]
+            prompt.update(copy.deepcopy(nodes))
+            return [producer_id, slot]
+    return None
 
 
 def _widget_values(kind: str, options: dict) -> list[tuple[str, object, bool]]:

@@ -62,3 +62,23 @@ def test_cheapen_respects_min():
     info = {"N": {"input": {"required": {"steps": ["INT", {"min": 4}], "width": ["INT", {}]}}}}
     prompt = cheapen({"1": {"class_type": "N", "inputs": {"steps": 30, "width": 512}}}, info)
     assert prompt["1"]["inputs"] == {"steps": 4, "width": 64}
+
+
+def test_sockets_fed_together_and_pack_made_types():
+    """Paste-like node: the image its crops were cut from and the crops themselves; a type no workflow makes
+    comes from a pack node (widgets at defaults, never linked to a STRING/INT producer)."""
+    info = {**INFO,
+            "VitruvianCrop": {"input": {"required": {"image": ["IMAGE", {}], "pose": ["VITRUVIAN_POSE", {}]}},
+                              "output": ["IMAGE", "CROPS"]},
+            "VitruvianPaste": {"input": {"required": {"image": ["IMAGE", {}], "crops": ["IMAGE", {}],
+                                                      "geometry": ["CROPS", {}], "segs": ["SEGS", {}]}},
+                               "output": ["IMAGE"]},
+            "VitruvianToSEGS": {"input": {"required": {"pose": ["VITRUVIAN_POSE", {}],
+                                                       "factor": ["FLOAT", {"default": 3.0, "min": 1.0}]}},
+                                "output": ["SEGS"]}}
+    workflow = {**WORKFLOW, "3": {"class_type": "VitruvianCrop", "inputs": {"image": ["1", 0], "pose": ["2", 0]}}}
+    producers = producer_graphs([workflow], info)
+    segs_nodes, segs_id, _ = producers["SEGS"]
+    assert segs_nodes[segs_id]["inputs"] == {"pose": ["w0_2", 0], "factor": 3.0}
+    target = baseline_prompt("VitruvianPaste", info, [{}], producers, context=False)[TARGET]["inputs"]
+    assert target["geometry"] == ["w0_3", 1] and target["image"] == ["w0_1", 0] and target["crops"] == ["w0_3", 0]

@@ -12,7 +12,7 @@ the test's tmp folder, or ``$VITRUVIAN_FUZZ_REPORT``).
 Known failures live in ``tests/fuzz/known_failures.json`` (case key → outcome) so the suite stays green
 while node owners fix them; a new failure fails the test, a fixed one is listed as stale. Re-record with
 ``VITRUVIAN_UPDATE_FUZZ=1``. Each node gets the same, deterministic cases: the first
-``$VITRUVIAN_FUZZ_MAX_CASES`` (default: all of them, ~2,100 in ~100 s here) taken round-robin over its inputs,
+``$VITRUVIAN_FUZZ_MAX_CASES`` (default: all of them, ~2,100 in ~150 s here) taken round-robin over its inputs,
 so every input is covered and a faster machine runs exactly what was recorded. ``$VITRUVIAN_FUZZ_BUDGET``
 seconds (default 600) is only a
 safety valve: past it no further case starts (the known-failure check then covers the cases that ran).
@@ -39,6 +39,8 @@ FUZZ_PACK = Path(__file__).resolve().parent / "fuzz_pack"
 KNOWN_FAILURES = Path(__file__).resolve().parent / "known_failures.json"
 CHECK_EVERY = 10
 CASE_TIMEOUT = 30.0
+#: A baseline may run a context once (the closed loop's generation and Load Job LoRA's one-step job).
+BASELINE_TIMEOUT = 300.0
 #: Exception types that are programming errors, never an explanation of a bad input.
 INTERNAL_ERRORS = ("IndexError", "KeyError", "AttributeError", "ZeroDivisionError", "UnboundLocalError",
                    "NameError", "AssertionError", "RecursionError", "NotImplementedError")
@@ -52,9 +54,17 @@ def fuzz_host(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("comfy_fuzz")
     (workdir / "custom").mkdir()
     (workdir / "custom" / "vitruvian_fuzz_pack").symlink_to(FUZZ_PACK, target_is_directory=True)
+    # Pose Error lists the estimators at start: a tiny ONNX heatmap model exported here (no model hub).
+    from ..core.pose_adapter.onnx_models import ConstantHeatmaps, export_onnx
+
+    estimators = workdir / "models" / "vitruvian" / "pose_estimators"
+    estimators.mkdir(parents=True)
+    export_onnx(ConstantHeatmaps(), estimators / "constant_heatmaps.onnx")
+    paths = workdir / "fuzz_model_paths.yaml"  # JSON is YAML
+    paths.write_text(json.dumps({"vitruvian_fuzz": {"vitruvian_pose_estimators": str(estimators)}}), encoding="utf-8")
     try:
         # LRU caching keeps upstream results (a loaded checkpoint) across the interleaved known-good prompts.
-        host = start_host(workdir, extra_args=("--cache-lru", "256"))
+        host = start_host(workdir, extra_args=("--cache-lru", "256", "--extra-model-paths-config", str(paths)))
     except HostUnavailable as exc:
         print(f"\n[fuzz] skipping: {exc}")
         pytest.skip(str(exc))
@@ -99,6 +109,22 @@ class Client:
             time.sleep(0.5)
         return False
 
+    def cancel_jobs(self) -> list[str]:
+        """Cancel every training job of the host that has not ended (accepted Train cases start jobs) and
+        wait until they have; returns their ids."""
+        _, listing = self._call("GET", "/vitruvian/jobs")
+        open_jobs = [job["id"] for job in listing["jobs"] if job["state"] not in ("finished", "failed", "cancelled")]
+        for job_id in open_jobs:
+            self._call("POST", f"/vitruvian/jobs/{job_id}/cancel", {})
+        deadline = time.monotonic() + 120
+        while open_jobs and time.monotonic() < deadline:
+            _, listing = self._call("GET", "/vitruvian/jobs")
+            if all(job["state"] in ("finished", "failed", "cancelled") for job in listing["jobs"]
+                   if job["id"] in open_jobs):
+                break
+            time.sleep(0.5)
+        return open_jobs
+
     def run(self, prompt: dict, timeout: float = CASE_TIMEOUT) -> dict:
         """``{"outcome": "validation" | "error" | "success" | "timeout" | "http error" | "crash", ...}``."""
         try:
@@ -114,6 +140,10 @@ class Client:
             return {"outcome": "http error", "message": f"HTTP {exc.code}: {raw[:300]}"}
         except OSError as exc:
             return {"outcome": "crash", "message": f"{type(exc).__name__}: {exc}"}
+        if queued.get("node_errors"):
+            # Some output node (a sink, or an output node of the context such as Collect Pairs) was refused
+            # while others were queued: ComfyUI answers 200 and runs only the valid ones.
+            return {"outcome": "validation", "message": _validation_text(queued)}
         prompt_id, deadline = queued["prompt_id"], time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -234,7 +264,7 @@ def test_fuzz_every_node(fuzz_host, tmp_path, request):
             skipped.append(node)
             continue
         node_started = time.monotonic()
-        base = client.run(baseline)
+        base = client.run(baseline, timeout=BASELINE_TIMEOUT)
         if base["outcome"] == "timeout":  # a slow workflow context: fall back to defaults and small producers
             assert client.drain(), f"the queue did not empty after {node}'s baseline timed out"
             baseline, cases = node_cases(node, info, workflows, producers, lambda p: _image_size(p, fuzz_host),
@@ -264,8 +294,9 @@ def test_fuzz_every_node(fuzz_host, tmp_path, request):
                 assert check["outcome"] == "success", f"a valid prompt failed after {case.key}: {check}"
             if tried % (CHECK_EVERY * 5) == 0:
                 assert client.alive(full=True), f"GET /object_info failed after {case.key}"
-        print(f"[fuzz] {node}: {node_tried} of {len(cases)} cases in {time.monotonic() - node_started:.1f} s",
-              flush=True)
+        cancelled = client.cancel_jobs()
+        print(f"[fuzz] {node}: {node_tried} of {len(cases)} cases in {time.monotonic() - node_started:.1f} s"
+              + (f"; cancelled the {len(cancelled)} training job(s) they started" if cancelled else ""), flush=True)
     if exhausted:
         print(f"[fuzz] WARNING: the {budget:.0f} s budget ran out after {tried} cases; later cases did not run")
     elapsed = time.monotonic() - started
