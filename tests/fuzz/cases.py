@@ -58,6 +58,9 @@ FUZZ_SETTINGS = {"VitruvianTrain": {"steps": 1, "checkpoint_every": 1}}
 #: Settings of the fuzzed node itself: Train returns its job id at once (every accepted case starts a job;
 #: the test cancels them), while an upstream Train (Load Job LoRA's) waits so its LoRA exists.
 TARGET_SETTINGS = {"VitruvianTrain": {"wait": False}}
+#: Inputs not fuzzed: ComfyUI turns any value into a bool, and True makes Train wait by design for its job
+#: (queued behind every job the other cases started), which is a wait, not a hang.
+BLOCKING_WIDGETS = {("VitruvianTrain", "wait")}
 #: Sockets of nodes no shipped workflow wires, where the smallest producer of the type is not the one that
 #: fits: (node, socket) → the producing class.
 PRODUCER_HINTS = {("VitruvianRankImages", "regions"): "VitruvianScoreRegions"}
@@ -377,4 +380,5 @@ def node_cases(node: str, info: dict, workflows: list[dict], producers: dict,
             prompt[TARGET]["inputs"][name] = [f"fuzz_size{index}", 0]
         case("+".join(linked[:2]), "mismatched_sizes", f"{width}x{height} vs {width + 32}x{height // 2}", False,
              prompt)
+    cases = [c for c in cases if (c.node, c.input) not in BLOCKING_WIDGETS]
     return baseline, cases
