@@ -142,10 +142,6 @@ class VitruvianCollectPairs(VitruvianNode):
     def execute(cls, image, score, prompt, dataset, aggregate, labels, pairing, max_pairs, min_margin,
                 higher_is_better, regions=None, real_images=None, real_regions=None, quality=None) -> io.NodeOutput:
         where = "VitruvianCollectPairs"
-        if not isinstance(higher_is_better, bool):
-            raise ValueError(f"{where}: higher_is_better must be true or false, got {higher_is_better!r}")
-        if not isinstance(prompt, str):
-            raise ValueError(f"{where}: prompt must be the text the batch was generated from, got {prompt!r}")
         if pairing == SAME_INDEX and real_images is None:
             raise ValueError(f"{where}: pairing same_index pairs real image i with image i, got no real_images; "
                              "connect the good images (e.g. the real crops) to real_images")
