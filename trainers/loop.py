@@ -20,8 +20,6 @@ import hashlib
 import json
 import math
 import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +30,7 @@ import torch
 
 from ..core.atomic import atomic_write_text
 from ..core.errors import ConfigError, VitruvianError
+from ..core.signals import StopRequest
 from . import checkpoint as ckpt_io
 from .progress import PROGRESS_FILE, Progress, read_progress, truncate_progress
 
@@ -225,7 +224,7 @@ def train(config, *, callbacks: Sequence[Callable[[StepEvent], bool | None]] = (
     progress = Progress(out / PROGRESS_FILE, total=config.steps, start=start_step,
                         enabled=accelerator.is_main_process, log_every=config.log_every,
                         desc=f"{config.objective} {config.name}")
-    stop_signal = _StopSignal()
+    stop_signal = StopRequest()  # its handler only records; this loop reports and saves
     step, last_ckpt = start_step, (resume.path if resume else None)
     final_loss, final_metrics, interrupted = math.nan, {}, ""
     if resume is not None:
@@ -277,7 +276,10 @@ def train(config, *, callbacks: Sequence[Callable[[StepEvent], bool | None]] = (
             final_metrics = {k: v.item() / config.grad_accum for k, v in metric_sums.items()}
             record = progress.update(step, loss=final_loss, lr=lr, metrics=final_metrics,
                                      seconds=time.perf_counter() - t0)
-            wants_stop = _agree(accelerator, stop_signal.name != "")
+            wants_stop = _agree(accelerator, stop_signal.signum != 0)
+            if wants_stop and step < config.steps:
+                progress.write(f"train: {stop_signal.name or 'SIGTERM'} received; saving a checkpoint at step {step} "
+                               "(press Ctrl-C again to abort without saving)")
             saved = None
             if step % config.checkpoint_every == 0 or step == config.steps or wants_stop:
                 saved = last_ckpt = _save(accelerator, out, step, samples_consumed, raw_unet, optimizer,
@@ -406,32 +408,3 @@ def _save(accelerator, out, step, samples, raw_unet, optimizer, lr_scheduler, ge
                                    optimizer=optimizer, lr_scheduler=lr_scheduler, generator=generator,
                                    config=cfg_dict, name=name, base_kind=base_kind, lora=trained["lora"],
                                    exports=exports, publish=publish)
-
-
-class _StopSignal:
-    """SIGINT/SIGTERM (and SIGBREAK on Windows) → finish the step, checkpoint, return. A second SIGINT aborts
-    at once."""
-
-    def __init__(self):
-        self.name = ""
-        self._previous: dict[int, Any] = {}
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # signal handlers can only be set from the main thread (e.g. not inside ComfyUI workers)
-        # SIGBREAK: Ctrl+Break in a Windows console, and what a job's cancel sends there (CTRL_BREAK_EVENT)
-        for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGBREAK", None)):
-            if sig is not None:
-                self._previous[sig] = signal.signal(sig, self._handle)
-
-    def uninstall(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def _handle(self, signum, frame) -> None:
-        if self.name and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.name = signal.Signals(signum).name
-        print(f"\ntrain: {self.name} received; finishing this step and saving a checkpoint "
-              "(press Ctrl-C again to abort without saving)", flush=True)

@@ -4,9 +4,11 @@
    so the jobs of one root train one at a time (a second job queued while one trains waits its turn).
 2. Phase ``training``: runs the pack's trainer CLI module in this process (``<package>.trainers``, by
    name through ``runpy``: core does not import the trainer) with the job's objective and settings as
-   ``--set key=value``. The trainer owns SIGTERM while it trains (finish the step, checkpoint, exit 0);
-   before that, SIGTERM ends this process at once, recorded as exit code 143. On Windows a cancel
-   arrives as SIGBREAK (``CTRL_BREAK_EVENT``) and is handled as SIGTERM (:func:`_on_break`).
+   ``--set key=value``. A cancel (SIGTERM; on Windows ``CTRL_BREAK_EVENT``, arriving as SIGBREAK) is only
+   recorded by the handler (:class:`~vitruvian.core.signals.StopRequest`): while waiting for the lock it
+   ends the wait, recorded as exit code 143; while the trainer loads, the trainer's own handler adopts it
+   and stops after its first step with a checkpoint; while it trains, it finishes the step, checkpoints
+   and exits 0; afterwards the launcher still publishes and writes ``run.json``.
 3. Checks the outcome (:func:`~.status.training_outcome`: never "finished" when nothing trained),
    copies the final LoRA atomically to the job's ``publish`` path, and writes ``run.json`` (phase
    ``done``, exit code, error, published path). Exits with the trainer's code.
@@ -14,7 +16,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import runpy
 import signal
@@ -23,16 +24,15 @@ import time
 import traceback
 from pathlib import Path
 
+from ..signals import StopRequest
 from .files import DEVICE_LOCK, JOB_FILE, RUN_FILE, atomic_copy, read_json, write_json
 from .status import job_output, training_outcome
 
 __all__ = ["main", "trainer_argv"]
 
 _TERMINATED = 128 + 15
-
-
-class _Terminated(BaseException):
-    """SIGTERM before the trainer installed its own handler."""
+#: What a job's cancel sends: SIGTERM, or on Windows CTRL_BREAK_EVENT, which arrives as SIGBREAK.
+CANCEL_SIGNALS = tuple(s for s in (signal.SIGTERM, getattr(signal, "SIGBREAK", None)) if s is not None)
 
 
 def trainer_argv(job: dict) -> list[str]:
@@ -45,19 +45,25 @@ def trainer_argv(job: dict) -> list[str]:
     return argv
 
 
-def _on_term(signum, frame):
-    raise _Terminated()
+def _device_lock(folder: Path):
+    from filelock import FileLock
+
+    return FileLock(str(folder.parent / DEVICE_LOCK))
 
 
-def _on_break(signum, frame):
-    """Windows: the store's cancel (``CTRL_BREAK_EVENT``) arrives as SIGBREAK; do what SIGTERM would do
-    now, through whichever SIGTERM handler is installed: this launcher's, or the trainer's while it trains
-    (which then records the stop as "SIGTERM", as on POSIX)."""
-    handler = signal.getsignal(signal.SIGTERM)
-    if callable(handler):
-        handler(signal.SIGTERM, frame)
-    elif handler != signal.SIG_IGN:  # SIG_DFL (after the trainer's run): end now, as SIGTERM would
-        raise SystemExit(_TERMINATED)
+def _acquire(lock, stop: StopRequest, poll: float = 0.2) -> bool:
+    """Wait for ``lock`` (None: no lock) until it is ours (True) or a cancel was recorded (False)."""
+    from filelock import Timeout
+
+    while not stop.signum:
+        if lock is None:
+            return True
+        try:
+            lock.acquire(timeout=poll)
+            return True
+        except Timeout:
+            continue
+    return False
 
 
 def _run_trainer(job: dict) -> int:
@@ -80,33 +86,32 @@ def main(argv: list[str] | None = None) -> int:
     if not job:
         print(f"launcher: job folder must hold {JOB_FILE}, got {str(folder)!r}", file=sys.stderr)
         return 2
+    stop = StopRequest(CANCEL_SIGNALS)  # records only; the trainer adopts a cancel that came while it loaded
+    stop.install()
     run = {"attempt": job.get("attempt", 1), "pid": os.getpid(), "started": time.time(), "phase": "waiting"}
     write_json(folder / RUN_FILE, run)
-    previous = signal.signal(signal.SIGTERM, _on_term)
-    if hasattr(signal, "SIGBREAK"):  # Windows only; see _on_break
-        signal.signal(signal.SIGBREAK, _on_break)
     code, error = 1, ""
     try:
-        if job.get("exclusive", True):
-            from filelock import FileLock
-
-            lock = FileLock(str(folder.parent / DEVICE_LOCK))
-            print(f"launcher: waiting for {folder.parent / DEVICE_LOCK} (one training job at a time)", flush=True)
+        lock = _device_lock(folder) if job.get("exclusive", True) else None
+        if lock is not None:
+            print(f"launcher: waiting for {lock.lock_file} (one training job at a time)", flush=True)
+        if _acquire(lock, stop):
+            try:
+                run.update(phase="training", training_started=time.time())
+                write_json(folder / RUN_FILE, run)
+                print(f"launcher: training job {job.get('id')} (attempt {run['attempt']})", flush=True)
+                code = _run_trainer(job)
+            finally:
+                if lock is not None:
+                    lock.release()
         else:
-            lock = contextlib.nullcontext()
-        with lock:
-            run.update(phase="training", training_started=time.time())
-            write_json(folder / RUN_FILE, run)
-            print(f"launcher: training job {job.get('id')} (attempt {run['attempt']})", flush=True)
-            code = _run_trainer(job)
-    except _Terminated:
-        code, error = _TERMINATED, "stopped by SIGTERM before training started"
-        print(f"launcher: {error}", flush=True)
+            code, error = _TERMINATED, f"stopped by {stop.name} before training started"
+            print(f"launcher: {error}", flush=True)
     except BaseException as e:  # a crash inside the trainer: keep the traceback in the log, and say it
         traceback.print_exc()
         code, error = 1, f"{type(e).__name__}: {e}"
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        stop.uninstall()
     published = ""
     ok, reason = training_outcome(folder, job, run["started"])
     if code == 0 and ok and job.get("publish"):

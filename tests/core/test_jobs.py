@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -164,29 +163,6 @@ def test_job_processes_wait_passively_unless_told(tmp_path):
         assert log.read_text().split() == [expected]
 
 
-def test_windows_break_is_handled_as_sigterm():
-    """Windows cancels with CTRL_BREAK_EVENT (SIGBREAK); the launcher hands it to the SIGTERM handler in force
-    (its own, or the trainer's while it trains). Only the hand-over runs here: POSIX has no SIGBREAK."""
-    from vitruvian.core.jobs import launcher
-
-    received = []
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
-    try:
-        launcher._on_break(getattr(signal, "SIGBREAK", 21), None)
-        assert received == [signal.SIGTERM]
-        signal.signal(signal.SIGTERM, launcher._on_term)
-        with pytest.raises(launcher._Terminated):
-            launcher._on_break(21, None)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        with pytest.raises(SystemExit) as stopped:
-            launcher._on_break(21, None)
-        assert stopped.value.code == 143
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        launcher._on_break(21, None)  # ignored, as SIGTERM would be
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 # ------------------------------------------------------------------------------------------ real jobs
 
 
@@ -219,6 +195,29 @@ def test_cancel_keeps_a_checkpoint_and_resume_finishes(tmp_path):
     assert status.state == "finished", status.log
     assert status.attempt == 2 and status.step == stopped_at + 2
     assert "resumed from" in status.log
+
+
+def test_cancel_while_waiting_for_the_device_ends_the_wait(tmp_path):
+    """The launcher's handler only records the cancel; the lock wait sees it and ends with 143."""
+    from filelock import FileLock
+
+    from vitruvian.core.jobs.files import DEVICE_LOCK
+
+    store = JobStore(tmp_path / "jobs")
+    job_id = store.create("dpo", tiny_settings(make_pairs(tmp_path / "pairs"), steps=1))
+    with FileLock(str(store.root / DEVICE_LOCK)):  # another job holds the device
+        store.start(job_id)
+        deadline = time.monotonic() + 60
+        while store.status(job_id).state != "waiting" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.status(job_id).state == "waiting"
+        time.sleep(0.5)  # well inside the lock wait
+        store.cancel(job_id)
+        status = store.wait(job_id, timeout=60, poll=0.1)
+    run = json.loads((store.job_dir(job_id) / RUN_FILE).read_text())
+    assert status.state == "cancelled" and status.step == 0, status.log
+    assert (run["returncode"], run["error"]) == (143, "stopped by SIGTERM before training started")
+    assert "launcher: stopped by SIGTERM before training started" in status.log
 
 
 @pytest.mark.slow

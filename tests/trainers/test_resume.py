@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -162,25 +163,89 @@ def wait_for_step(proc: subprocess.Popen, step: int, timeout: float = 120) -> li
     raise AssertionError("the run never reached step %d:\n%s" % (step, "".join(lines)))
 
 
+# As a user runs it: PYTHONUNBUFFERED unset, stdout a pipe (a scheduler, ``accelerate launch``) or a file
+# (``> log.txt``, nohup). A handler that printed into a buffered stdout in the middle of a print crashed here.
+# Two runs at a time, one thread each (two 2-thread runs on 2 cores spin against each other).
+USER_ENV = {**{k: v for k, v in os.environ.items() if k not in ("PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE")},
+            "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+SIGNAL_RUNS = [(sig, sink, k) for sig in (signal.SIGTERM, signal.SIGINT) for sink in ("pipe", "file") for k in range(10)]
+
+
+def _signalled_run(root: Path, data: Path, sig: int, sink: str, rng: random.Random) -> tuple[Path, str]:
+    """One CLI run signalled at a random moment after its first step; returns (out folder, its output)."""
+    out = root / "out"
+    args = [sys.executable, "-m", "vitruvian.trainers", "dpo", *[x for s in _cli_sets(data, out) for x in ("--set", s)],
+            "--set", "steps=10000", "--set", f"checkpoint_every={rng.choice([1, 2, 10000])}"]
+    log = root / "log.txt"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE if sink == "pipe" else f, stderr=subprocess.STDOUT,
+                                text=True, cwd=root, env=USER_ENV)
+    chunks: list[str] = []
+    reader = None
+    if sink == "pipe":  # drain it, as a scheduler would
+        reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
+        reader.start()
+    deadline = time.monotonic() + 120
+    while not (out / "progress.jsonl").is_file() or not (out / "progress.jsonl").read_text().strip():
+        assert proc.poll() is None and time.monotonic() < deadline, "the run never reached step 1"
+        time.sleep(0.01)
+    time.sleep(rng.uniform(0.0, 1.0))  # somewhere in a step, a print or a checkpoint save
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    if reader is not None:
+        reader.join(timeout=30)
+        proc.stdout.close()
+    text = "".join(chunks) if sink == "pipe" else log.read_text()
+    assert proc.returncode == 0, text
+    return out, text
+
+
+def _cli_sets(data: Path, out: Path) -> list[str]:
+    from ..tiny import tiny_diffusers_folder
+
+    return [f"base={tiny_diffusers_folder()}", f"data={data}", f"out={out}", "resolution=64", "log_every=1",
+            "learning_rate=1e-3"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_saves_and_exits_cleanly(tmp_path, sig):
+def test_signals_at_random_moments_always_save(tmp_path):
+    """SIGTERM and SIGINT, 20 runs each, half to a pipe and half to a file, at random moments: every run exits 0
+    with a complete checkpoint at its last step and that step's LoRA, and the last one resumes."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from vitruvian.trainers import train
 
+    from ..tiny import tiny_diffusers_folder
+
     data = make_pair_folder(tmp_path / "data", 4)
-    proc = cli(tmp_path, data, "steps=10000", "checkpoint_every=10000")
-    wait_for_step(proc, 2)
-    proc.send_signal(sig)
-    rest, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, rest
-    name = signal.Signals(sig).name
-    assert f"stopped by {name} after step" in rest
-    out = tmp_path / "out"
+    tiny_diffusers_folder()  # built once here, not by two threads at once
+    seed = random.randrange(1 << 30)
+    print(f"signal runs seeded with {seed}")
+
+    def one(i: int):
+        sig, sink, _ = SIGNAL_RUNS[i]
+        root = tmp_path / f"run{i:02d}"
+        root.mkdir()
+        return _signalled_run(root, data, sig, sink, random.Random(seed + i))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(one, range(len(SIGNAL_RUNS))))
+    for (sig, sink, _), (out, text) in zip(SIGNAL_RUNS, results):
+        name = signal.Signals(sig).name
+        assert f"stopped by {name} after step" in text, (name, sink, text)
+        assert "reentrant call" not in text and "Traceback" not in text, text
+        step = int((out / "checkpoints" / "latest").read_text().strip().split("-")[1])
+        assert step >= 1 and [s for s, _ in losses(out)] == list(range(1, step + 1)), (name, sink, text)
+        assert_complete(out / "checkpoints" / f"step-{step}")
+        assert f"vitruvian-train: saved LoRA to {out / f'vitruvian-step{step}.safetensors'}" in text
+        assert (out / f"vitruvian-step{step}.safetensors").is_file()
+        assert not list(out.rglob("*.tmp")), (name, sink, list(out.rglob("*.tmp")))
+    out, _ = results[-1]
     step = int((out / "checkpoints" / "latest").read_text().strip().split("-")[1])
-    assert step >= 2 and [s for s, _ in losses(out)] == list(range(1, step + 1))
-    assert_complete(out / "checkpoints" / f"step-{step}")
-    assert f"vitruvian-train: saved LoRA to {out / f'vitruvian-step{step}.safetensors'}" in rest
-    res = train(tiny_config(tmp_path, data, steps=step + 1, checkpoint_every=10000, resume="latest"))
+    res = train(tiny_config(tmp_path, data, out=str(out), steps=step + 1, checkpoint_every=10000, resume="latest"))
     assert res.steps == step + 1 and res.lora_path == out / "vitruvian.safetensors"
 
 
