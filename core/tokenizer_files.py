@@ -16,10 +16,9 @@ Only the standard library is used, so this module is cheap to import.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from .atomic import atomic_write_text
@@ -32,7 +31,6 @@ __all__ = [
     "clip_vocab",
     "write_clip_tokenizer_files",
     "read_open_clip_merges",
-    "find_open_clip_bpe",
     "convert_open_clip_bpe",
 ]
 
@@ -168,31 +166,6 @@ def read_open_clip_merges(gz_path: str | os.PathLike) -> list[tuple[str, str]]:
             )
         merges.append((parts[0], parts[1]))
     return merges
-
-
-def find_open_clip_bpe(extra: Iterable[str | os.PathLike] = ()) -> Path | None:
-    """Locate ``bpe_simple_vocab_16e6.txt.gz`` in the installed ``open_clip`` package (not imported).
-
-    Parameters
-    ----------
-    extra : iterable of paths
-        Further folders to look in first (each may hold the ``.txt.gz`` file directly).
-
-    Returns
-    -------
-    Path or None
-        The file, or None when neither ``extra`` nor the ``open_clip`` package has it.
-    """
-    for folder in extra:
-        candidate = Path(folder) / OPEN_CLIP_BPE_NAME
-        if candidate.is_file():
-            return candidate
-    spec = importlib.util.find_spec("open_clip")  # finds the package without running its __init__
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        candidate = Path(location) / OPEN_CLIP_BPE_NAME
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def convert_open_clip_bpe(gz_path: str | os.PathLike, folder: str | os.PathLike) -> Path:

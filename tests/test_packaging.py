@@ -47,3 +47,16 @@ def test_trainer_cli_runs_as_module_from_elsewhere(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "dpo" in out.stdout and "sft" in out.stdout
+
+
+def test_data_files_the_code_reads_are_package_data():
+    """Shipped configs, TOMLs and the CLIP tokenizer files are in the wheel (a glob in package-data matches each)."""
+    from fnmatch import fnmatch
+
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["vitruvian"]
+    data = [p for d in ("trainers/assets", "trainers/model_configs", "trainers/configs")
+            for p in (ROOT / d).rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    assert any(p.name == "vocab.json" for p in data)
+    missing = [p.relative_to(ROOT).as_posix() for p in data
+               if not any(fnmatch(p.relative_to(ROOT).as_posix(), g.replace("**/", "*")) for g in globs)]
+    assert not missing, f"add to pyproject [tool.setuptools.package-data]: {missing}"

@@ -1,14 +1,13 @@
-"""Find CLIP tokenizer files offline (they are not shipped with the pack).
+"""Find the CLIP tokenizer files offline; the CLIP vocabulary ships with the pack.
 
 Search order (first hit wins):
 
 1. the ``tokenizer`` option: a folder with ``vocab.json`` + ``merges.txt`` (or ``tokenizer.json``),
    or a diffusers-style folder holding ``tokenizer/`` (and ``tokenizer_2/``);
 2. the ``tokenizer/`` (``tokenizer_2/``) folders of a diffusers base model;
-3. ComfyUI's ``comfy/sd1_tokenizer`` — of the running ComfyUI when ``comfy`` is imported, else of
-   ``$COMFYUI_DIR`` (default ``~/.cache/vitruvian/ComfyUI``);
-4. the ``open_clip`` package's ``bpe_simple_vocab_16e6.txt.gz``, converted once into
-   ``~/.cache/vitruvian/tokenizers/clip`` (identical ids, see ``core/tokenizer_files.py``).
+3. the files shipped in ``trainers/assets/clip_tokenizer`` (OpenAI CLIP's BPE vocabulary, MIT; identical
+   to ComfyUI's ``comfy/sd1_tokenizer`` and to a diffusers SD folder's ``tokenizer/``), so a single-file
+   checkpoint trains on a machine with neither ComfyUI nor open_clip.
 
 SD1.5's CLIP-L and SDXL's two encoders share one BPE vocabulary; SDXL's second tokenizer only pads
 with ``"!"`` (id 0) instead of ``<|endoftext|>``, which ``load_tokenizers`` sets when a single
@@ -17,39 +16,21 @@ folder serves both.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from ..core.errors import ModelNotFoundError
-from ..core.tokenizer_files import convert_open_clip_bpe, find_open_clip_bpe
 
-__all__ = ["DEFAULT_COMFYUI_DIR", "comfyui_tokenizer_dirs", "find_tokenizer_dirs", "load_tokenizers"]
+__all__ = ["SHIPPED_TOKENIZER", "find_tokenizer_dirs", "load_tokenizers"]
 
-DEFAULT_COMFYUI_DIR = Path.home() / ".cache" / "vitruvian" / "ComfyUI"
+SHIPPED_TOKENIZER = Path(__file__).resolve().parent / "assets" / "clip_tokenizer"
 SDXL_PAD = "!"
 MAX_LENGTH = 77
-
-
-def _cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME")
-    return (Path(base) if base else Path.home() / ".cache") / "vitruvian"
 
 
 def _is_tokenizer_dir(folder: Path) -> bool:
     return (folder / "tokenizer.json").is_file() or (
         (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
     )
-
-
-def comfyui_tokenizer_dirs() -> list[Path]:
-    """Where ComfyUI's ``sd1_tokenizer`` may be: the imported ``comfy`` package, then ``$COMFYUI_DIR``."""
-    dirs = []
-    comfy = sys.modules.get("comfy")
-    for location in getattr(comfy, "__path__", []) if comfy is not None else []:
-        dirs.append(Path(location) / "sd1_tokenizer")
-    root = Path(os.environ.get("COMFYUI_DIR") or DEFAULT_COMFYUI_DIR).expanduser()
-    dirs.append(root / "comfy" / "sd1_tokenizer")
-    return dirs
 
 
 def find_tokenizer_dirs(n: int, *, tokenizer: str | os.PathLike = "", base_dir: Path | None = None) -> tuple[list[Path], list[str]]:
@@ -88,19 +69,10 @@ def find_tokenizer_dirs(n: int, *, tokenizer: str | os.PathLike = "", base_dir: 
             return subs, searched
         if _is_tokenizer_dir(subs[0]):
             return [subs[0]] * n, searched
-    for folder in comfyui_tokenizer_dirs():
-        searched.append(str(folder))
-        if _is_tokenizer_dir(folder):
-            return [folder] * n, searched
-    converted = _cache_root() / "tokenizers" / "clip"
-    searched.append(str(converted))
-    if not _is_tokenizer_dir(converted):
-        gz = find_open_clip_bpe()
-        searched.append("open_clip package: bpe_simple_vocab_16e6.txt.gz" + ("" if gz else " (not installed)"))
-        if gz is None:
-            return [], searched
-        convert_open_clip_bpe(gz, converted)
-    return [converted] * n, searched
+    searched.append(str(SHIPPED_TOKENIZER))
+    if _is_tokenizer_dir(SHIPPED_TOKENIZER):
+        return [SHIPPED_TOKENIZER] * n, searched
+    return [], searched
 
 
 def load_tokenizers(kind: str, *, tokenizer: str | os.PathLike = "", base_dir: Path | None = None) -> tuple:
@@ -117,9 +89,9 @@ def load_tokenizers(kind: str, *, tokenizer: str | os.PathLike = "", base_dir: P
     folders, searched = find_tokenizer_dirs(n, tokenizer=tokenizer, base_dir=base_dir)
     if not folders:
         raise ModelNotFoundError(
-            "load_base: CLIP tokenizer files (vocab.json + merges.txt; fix: set tokenizer=<folder with "
-            "them>, e.g. a diffusers SD folder's tokenizer/ or ComfyUI's comfy/sd1_tokenizer, set "
-            "COMFYUI_DIR to your ComfyUI, or `pip install open-clip-torch`)",
+            "load_base: CLIP tokenizer files (vocab.json + merges.txt; the pack ships them in "
+            f"{SHIPPED_TOKENIZER}, which is missing: reinstall the pack, or set tokenizer=<folder with them>, "
+            "e.g. a diffusers SD folder's tokenizer/ or ComfyUI's comfy/sd1_tokenizer)",
             searched,
         )
     out = []

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -18,12 +17,21 @@ from vitruvian.core.tokenizer_files import (
     write_clip_tokenizer_files,
 )
 
-COMFY_TOKENIZER = Path(os.environ.get("COMFYUI_DIR") or Path.home() / ".cache/vitruvian/ComfyUI") / "comfy" / "sd1_tokenizer"
+def _comfy_tokenizer() -> Path:
+    """ComfyUI's ``comfy/sd1_tokenizer`` of the test host (tests/comfy_host.py's lookup), or skip."""
+    from ..comfy_host import HostUnavailable, find_host
+
+    try:
+        folder = find_host()[0] / "comfy" / "sd1_tokenizer"
+    except HostUnavailable as e:
+        pytest.skip(str(e))
+    if not (folder / "merges.txt").is_file():
+        pytest.skip(f"no ComfyUI sd1_tokenizer at {folder}")
+    return folder
 
 
 def _comfy_merges() -> list[tuple[str, str]]:
-    if not (COMFY_TOKENIZER / "merges.txt").is_file():
-        pytest.skip(f"no ComfyUI sd1_tokenizer at {COMFY_TOKENIZER}")
+    COMFY_TOKENIZER = _comfy_tokenizer()
     lines = (COMFY_TOKENIZER / "merges.txt").read_text(encoding="utf-8").split("\n")
     return [tuple(line.split()) for line in lines[1:] if line]
 
@@ -63,7 +71,7 @@ def test_matches_comfyui(tmp_path):
     """Converting the 48 894 merges gives ComfyUI's vocab.json and the standard CLIP ids."""
     from transformers import CLIPTokenizer
 
-    merges = _comfy_merges()
+    merges, COMFY_TOKENIZER = _comfy_merges(), _comfy_tokenizer()
     folder = convert_open_clip_bpe(_open_clip_gz(tmp_path / "bpe.txt.gz", merges), tmp_path / "tok")
     ours = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
     assert ours == json.loads((COMFY_TOKENIZER / "vocab.json").read_text(encoding="utf-8"))
@@ -81,3 +89,22 @@ def test_read_open_clip_merges_exception(tmp_path):
     (tmp_path / "bad.txt.gz").write_bytes(gzip.compress(b"header\na b c\n"))
     with pytest.raises(ValueError, match="line 2 .* must be two symbols"):
         read_open_clip_merges(tmp_path / "bad.txt.gz")
+
+
+def test_shipped_files_are_the_clip_vocabulary():
+    """The files the trainer ships (trainers/assets/clip_tokenizer) rebuild from their own merges, give the
+    standard CLIP ids, and equal ComfyUI's sd1_tokenizer where a host is around."""
+    from transformers import CLIPTokenizer
+
+    from vitruvian.trainers.tokenizer_search import SHIPPED_TOKENIZER
+
+    lines = (SHIPPED_TOKENIZER / "merges.txt").read_text(encoding="utf-8").split("\n")
+    merges = [tuple(line.split()) for line in lines[1:] if line]
+    vocab = json.loads((SHIPPED_TOKENIZER / "vocab.json").read_text(encoding="utf-8"))
+    assert len(merges) == 48894 and vocab == clip_vocab(merges)
+    assert "MIT License" in (SHIPPED_TOKENIZER / "LICENSE").read_text() and "OpenAI" in (SHIPPED_TOKENIZER / "LICENSE").read_text()
+    tok = CLIPTokenizer.from_pretrained(str(SHIPPED_TOKENIZER), local_files_only=True)
+    assert tok("a photo of a person").input_ids == [49406, 320, 1125, 539, 320, 2533, 49407]
+    comfy = _comfy_tokenizer()
+    assert vocab == json.loads((comfy / "vocab.json").read_text(encoding="utf-8"))
+    assert (SHIPPED_TOKENIZER / "merges.txt").read_bytes() == (comfy / "merges.txt").read_bytes()
