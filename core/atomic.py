@@ -14,6 +14,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -39,10 +40,19 @@ def atomic_path(path: str | os.PathLike, *, make_parents: bool = False) -> Itera
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _new_file_mode())  # not mkstemp's 0600: the mode open() would have given the file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@functools.cache
+def _new_file_mode() -> int:
+    """0o666 less the process umask (read once: ``os.umask`` can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, *, sync: bool = True) -> Path:

@@ -35,3 +35,16 @@ def test_value_json_copy_and_safetensors(tmp_path):
     with safe_open(str(path), "pt") as f:
         assert f.metadata() == {"k": "v"}
     assert not [p for p in tmp_path.rglob("*.tmp")]
+
+
+def test_files_get_the_mode_open_would_give(tmp_path):
+    """mkstemp's 0600 must not leak: a LoRA written for ComfyUI (maybe another user, a container) is readable
+    as any file the user creates is."""
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    os.umask(mask)  # read it back
+    for path in (atomic_write_text(tmp_path / "a.txt", "x"), atomic_save_safetensors({"w": torch.ones(1)}, tmp_path / "w.safetensors"),
+                 atomic_copy(tmp_path / "a.txt", tmp_path / "b.txt")):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path
