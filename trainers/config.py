@@ -168,6 +168,10 @@ class TrainConfig:
                                 group="mpd", gt=0)
     mpd_every: int = _setting(1, "Re-solve the MPD weights every N steps; in between one backward of the weighted "
                               "sum with the last weights (1 = official cost).", group="mpd", ge=1)
+    mpd_empty_task: str = _setting("official", "When a micro-batch lacks a task (no face or no hand box): official "
+                                   "(the combined gradient is still multiplied by 3, the number of tasks, as "
+                                   "FairHuman's code does) or drop (multiplied by the tasks present).", group="mpd",
+                                   choices=("official", "drop"))
     # face-guidance
     guidance_lambda: float = _setting(1.0, "lambda: weight of the ordinary denoising loss on the good image next to "
                                       "the guidance loss.", group="guidance", ge=0)

@@ -60,6 +60,30 @@ class TestToyFairness:
         assert max(cheap.values()) < 1.0 and max(cheap.values()) < max(plain.values()) - 0.05
 
 
+def test_empty_task_official_vs_drop(accelerator):
+    """A micro-batch without hands: FairHuman's code still multiplies K·G·w by K = 3; ``drop`` uses the 2 tasks
+    present, so the official gradient is exactly 1.5× — on a solve step and between solves (mpd_every)."""
+    g = torch.Generator().manual_seed(0)
+    X, Y = torch.randn(2, 32, 16, generator=g), torch.randn(2, 32, generator=g)
+    grads = {}
+    for mode in ("official", "drop"):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(16, 1)
+        params = list(model.parameters())
+        obj = MPD(every=2, empty_task=mode)
+        for step in (0, 1):  # a solve, then a step with the solve's weights
+            tasks = {n: ((model(X[i])[:, 0] - Y[i]) ** 2).mean() for i, n in enumerate(("global", "face"))}
+            obj.backward(MultiTaskOutput(loss=sum(tasks.values()), per_sample=torch.zeros(1), tasks=tasks), params,
+                         accelerator, step=step)
+            grads[mode, step] = torch.cat([p.grad.reshape(-1) for p in params]).clone()
+            for p in params:
+                p.grad = None
+    for step in (0, 1):
+        assert torch.allclose(grads["official", step], 1.5 * grads["drop", step], rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match=r"empty_task must be one of \('official', 'drop'\), got 'keep'"):
+        MPD(empty_task="keep")
+
+
 @pytest.mark.slow  # tiny-UNet forwards + K backward passes: ~10 s each on a loaded 2-core CPU
 class TestObjective:
     def batch(self, hands=True):
@@ -107,9 +131,10 @@ class TestObjective:
         from vitruvian.trainers.config import TrainConfig
 
         cfg = TrainConfig(objective="mpd", base="/m", data="/d", out="/o", mpd_every=3, mpd_combiner="sum",
-                          mask_dilate=0.0, mask_norm="mask")
+                          mask_dilate=0.0, mask_norm="mask", mpd_empty_task="drop")
         obj = get_objective("mpd", cfg)
-        assert (obj.every, obj.combiner, obj.dilate, obj.norm) == (3, "sum", 0.0, "mask")
+        assert (obj.every, obj.combiner, obj.dilate, obj.norm, obj.empty_task) == (3, "sum", 0.0, "mask", "drop")
+        assert get_objective("mpd", TrainConfig(objective="mpd", base="/m", data="/d", out="/o")).empty_task == "official"
 
 
 @pytest.mark.slow

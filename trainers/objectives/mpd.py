@@ -14,9 +14,12 @@ normalised over the whole latent (``mpd_norm = "all"``, as released) or over the
   on the retained graph), A = GᵀG, w from :func:`~vitruvian.core.objectives.mpd.fair_weights`
   (α = ``mpd_alpha``, 2 = Minimum Potential Delay), then K·G·w is added to the gradients. Under the
   fp16 GradScaler G is computed on the scaled losses and divided by the scale *before* the solve (the
-  solution is not scale-invariant, the official code solves on scaled gradients); tasks whose mask is
-  empty in the micro-batch are dropped; each micro-batch is combined on its own and accumulated with
-  the same 1/grad_accum as ``accelerator.backward``.
+  solution is not scale-invariant, the official code solves on scaled gradients); a task whose mask is
+  empty in the micro-batch has a zero gradient and gets no weight; each micro-batch is combined on its own
+  and accumulated with the same 1/grad_accum as ``accelerator.backward``.
+- ``mpd_empty_task``: the K of K·G·w when a task is empty in the micro-batch (e.g. no hand box).
+  ``"official"`` (default): K = 3, the number of tasks, as FairHuman's code multiplies whatever the batch
+  holds; ``"drop"``: K = the tasks present, so such a step is 2/3 of the official one (docs/methods.md).
 - ``mpd_every = N`` > 1: the weights are re-solved every N optimizer steps; in between one backward of
   K·Σ w_k·l_k with the last weights (the cost of SFT plus two masked reductions).
 - ``mpd_combiner = "sum"``: plain l_global + l_face + l_hand, for comparison.
@@ -39,10 +42,11 @@ from ...core.objectives.mpd import fair_weights, gram
 from .base import ObjectiveContext, ObjectiveOutput
 from .noising import drop_prompts, noisy_latents_and_target, predict, sample_noise, sample_timesteps
 
-__all__ = ["MPD", "MultiTaskOutput", "COMBINERS", "TASKS", "region_masks"]
+__all__ = ["MPD", "MultiTaskOutput", "COMBINERS", "EMPTY_TASK_MODES", "TASKS", "region_masks"]
 
 COMBINERS = ("mpd", "sum")
 TASKS = ("global", "face", "hand")
+EMPTY_TASK_MODES = ("official", "drop")
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,7 @@ class MPD:
     dilate: float = 16.0
     resolution: int | None = None
     proportion_empty_prompts: float = 0.0
+    empty_task: str = "official"
     weights: dict[str, float] | None = field(default=None, repr=False)  # the last solve's weights
 
     name = "mpd"
@@ -98,6 +103,8 @@ class MPD:
     def __post_init__(self):
         if self.combiner not in COMBINERS:
             raise ValueError(f"MPD: combiner must be one of {COMBINERS}, got {self.combiner!r}")
+        if self.empty_task not in EMPTY_TASK_MODES:
+            raise ValueError(f"MPD: empty_task must be one of {EMPTY_TASK_MODES}, got {self.empty_task!r}")
         if self.norm not in NORMS:
             raise ValueError(f"MPD: norm must be one of {NORMS}, got {self.norm!r}")
         if not self.alpha > 0 or self.every < 1 or self.mask_scale <= 0 or self.dilate < 0:
@@ -110,7 +117,8 @@ class MPD:
             return cls()
         return cls(combiner=config.mpd_combiner, alpha=config.mpd_alpha, every=config.mpd_every,
                    mask_scale=config.mask_scale, norm=config.mask_norm, dilate=config.mask_dilate,
-                   resolution=config.resolution, proportion_empty_prompts=config.proportion_empty_prompts)
+                   resolution=config.resolution, proportion_empty_prompts=config.proportion_empty_prompts,
+                   empty_task=config.mpd_empty_task)
 
     def __call__(self, batch: Mapping[str, Any], ctx: ObjectiveContext) -> MultiTaskOutput:
         x0 = batch["latents"][:, 0]  # (B, C, h, w); pairs: the chosen image
@@ -145,7 +153,7 @@ class MPD:
         distributed = accelerator.num_processes > 1
         # Every process must take the same branch (a solve is no DDP backward, a between-solves step is).
         if self.weights is not None and step % self.every != 0 and (distributed or set(names) <= set(self.weights)):
-            k = len(names)  # between solves: one backward of K·Σ w_k·l_k with the last weights
+            k = self._k(len(names))  # between solves: one backward of K·Σ w_k·l_k with the last weights
             accelerator.backward(sum(k * self.weights.get(n, 0.0) * tasks[n] for n in names))
             return {f"w_{n}": torch.tensor(self.weights.get(n, 0.0)) for n in (TASKS if distributed else names)}
         scaler = getattr(accelerator, "scaler", None)
@@ -165,10 +173,14 @@ class MPD:
         keep = [i for i in range(len(names)) if bool(G[i].abs().max() > 0)]  # zero gradient: drop
         w = torch.zeros(len(names), dtype=torch.float64, device=G.device)
         w[keep] = fair_weights(gram(G[keep]), self.alpha)
-        direction = len(keep) * (w.to(G.dtype) @ G)  # (P,) = K·G·w
+        direction = self._k(len(keep)) * (w.to(G.dtype) @ G)  # (P,) = K·G·w
         _add_to_grads(params, direction * (scale / accelerator.gradient_accumulation_steps))
         self.weights = {n: float(w[i]) for i, n in enumerate(names)}
         return {f"w_{n}": w[i].float() for i, n in enumerate(names)}
+
+    def _k(self, present: int) -> int:
+        """The K of K·G·w: every task (official) or the ``present`` ones (drop)."""
+        return len(TASKS) if self.empty_task == "official" else present
 
 
 def task_gradients(losses: list[torch.Tensor], params: list[torch.nn.Parameter]) -> torch.Tensor:
