@@ -391,7 +391,8 @@ def _objective_names() -> tuple[str, ...]:
 
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is tuple:
-        return f"a list of {_type_name(typing.get_args(tp)[0])} values"
+        item = typing.get_args(tp)[0]
+        return "a list of " + {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}.get(item, str(item))
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
@@ -446,11 +447,31 @@ def _coerce(key: str, raw: str) -> tuple[Any, str | None]:
     tp = _type_hints()[key]
     bad = f"--set {key}={raw}: {key} must be {_type_name(tp)}, got {raw!r}"
     if typing.get_origin(tp) is tuple:
-        parts = [p.strip() for p in raw.split(",")] if raw else []
-        out = [_coerce_scalar(typing.get_args(tp)[0], p) for p in parts]
+        example = ("1,2,3", "[1, 2, 3]") if typing.get_args(tp)[0] in (int, float) else ("a,b", '["a", "b"]')
+        bad += f"; write it as {example[0]} or {example[1]} (TOML/JSON)"
+        parts = _list_items(raw)
+        out = [_BAD] if parts is None else [_coerce_scalar(typing.get_args(tp)[0], p) for p in parts]
         return (None, bad) if any(o is _BAD for o in out) else (tuple(out), None)
     value = _coerce_scalar(tp, raw)
     return (None, bad) if value is _BAD else (value, None)
+
+
+def _list_items(raw: str) -> list[str] | None:
+    """The items of a ``--set`` list as strings: ``a,b,c``, or a TOML/JSON array ``[1, 2]`` / ``["a", "b"]``
+    (also ``[a, b]`` unquoted); None for a bracketed value that is no flat array."""
+    text = raw.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        return [p.strip() for p in text.split(",")] if text else []
+    try:
+        import json
+
+        items = json.loads(text)  # a JSON array is a TOML array for the values a config holds
+    except ValueError:
+        items = [p.strip() for p in text[1:-1].split(",") if p.strip()]  # [a, b] or a trailing comma
+        items = [p[1:-1] if len(p) >= 2 and p[0] == p[-1] and p[0] in "'\"" else p for p in items]
+    if not isinstance(items, list) or any(isinstance(i, (list, dict)) for i in items):
+        return None
+    return [str(i).lower() if isinstance(i, bool) else str(i) for i in items]
 
 
 _BAD = object()

@@ -79,7 +79,7 @@ def test_exception_required_keys():
     ("steps", "3", "steps must be an integer, got str '3'"),
     ("steps", True, "steps must be an integer, got bool True"),
     ("random_flip", 1, "random_flip must be true or false, got int 1"),
-    ("lora_targets", "to_q", "lora_targets must be a list of a string values"),
+    ("lora_targets", "to_q", "lora_targets must be a list of strings"),
 ])
 def test_exception_rule(key, value, expect):
     with pytest.raises(ConfigError) as e:
@@ -134,6 +134,12 @@ def test_normalisation_frozen_and_dict_round_trip():
     ("random_flip=yes", "random_flip", True), ("random_flip=NO", "random_flip", False),
     ("lora_targets=to_q, to_k,to_out.0", "lora_targets", ("to_q", "to_k", "to_out.0")),
     ("name=my_run", "name", "my_run"), ("mixed_precision= bf16 ", "mixed_precision", "bf16"),
+    # lists as TOML / JSON arrays too (the spelling a user tries first)
+    ("hg_stage_steps=[1,1,1]", "hg_stage_steps", (1, 1, 1)), ("hg_stage_steps=[2, 3, 4]", "hg_stage_steps", (2, 3, 4)),
+    ("hg_stage_steps=1,1,1", "hg_stage_steps", (1, 1, 1)),
+    ('lora_targets=["to_q", "to_k"]', "lora_targets", ("to_q", "to_k")),
+    ("lora_targets=['to_q', 'to_v']", "lora_targets", ("to_q", "to_v")),
+    ("lora_targets=[to_q, to_out.0]", "lora_targets", ("to_q", "to_out.0")),
 ])
 def test_set_coercion(raw, key, expect):
     cfg = load_config("dpo", overrides=[*(f"{k}={v}" for k, v in REQUIRED.items() if k != "objective"), raw])
@@ -146,6 +152,10 @@ def test_set_coercion(raw, key, expect):
     ("random_flip=maybe", "random_flip must be true or false, got 'maybe'"),
     ("learning_rate=fast", "learning_rate must be a number, got 'fast'"),
     ("steps", "--set must be key=value, got 'steps'"),
+    ("hg_stage_steps=[1,x]", "hg_stage_steps must be a list of integers, got '[1,x]'; write it as 1,2,3 or [1, 2, 3]"),
+    ("hg_stage_steps=[1.5]", "write it as 1,2,3 or [1, 2, 3] (TOML/JSON)"),
+    ("hg_stage_steps=[[1]]", "hg_stage_steps must be a list of integers, got '[[1]]'"),
+    ("lora_targets=[{}]", """write it as a,b or ["a", "b"]"""),
 ])
 def test_set_coercion_errors(raw, expect):
     with pytest.raises(ConfigError) as e:
