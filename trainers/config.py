@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError
+from ..core.paths import os_path_problem
 
 __all__ = ["TrainConfig", "load_config", "config_keys", "GROUPS"]
 
@@ -248,6 +249,13 @@ class TrainConfig:
     def _cross_field_problems(self) -> list[str]:
         """Rules linking two fields, or a field and the outside world (the objective registry)."""
         problems = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata["path"] and value and value not in f.metadata["keywords"]:
+                refused = os_path_problem(value)
+                if refused:
+                    problems.append(f"{f.name} must be a path the system accepts, got {_short(value)} which {refused}; "
+                                    f"fix: --set {f.name}=<another path>")
         if self.lr_warmup_steps > self.steps:
             problems.append(f"lr_warmup_steps must be <= steps ({self.steps}), got {self.lr_warmup_steps}; "
                             "fix: lower lr_warmup_steps or raise steps")
@@ -436,6 +444,11 @@ def _fix(f: dataclasses.Field) -> str:
         return f"--set {f.name}=... or {f.name} = \"...\" in the config file"
     default = ",".join(f.default) if isinstance(f.default, tuple) else _show(f.default)
     return f"--set {f.name}=<value> (default {default})"
+
+
+def _short(value: str, limit: int = 80) -> str:
+    """``repr`` of a value cut to ``limit`` characters, with its length (a 100 KB path is no message)."""
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}… ({len(value)} characters)"
 
 
 def _show(value: Any) -> str:

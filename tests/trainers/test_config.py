@@ -231,3 +231,25 @@ def test_paths_from_set_are_absolute(tmp_path, monkeypatch):
     cfg = load_config("dpo", overrides=["base=./a/../m", "data=d", "out=o"])
     assert all(os.path.isabs(p) for p in (cfg.base, cfg.data, cfg.out)) and cfg.base == str(tmp_path / "m")
     assert Path(cfg.out).parent == tmp_path
+
+
+@pytest.mark.parametrize("key, value, expect", [
+    ("data", "d" * 100_000, r"data must be a path the system accepts, got '[^']*d'… \(\d+ characters\) which is too long"),
+    ("base", "m\x00odel", "base must be a path the system accepts, got .* which contains a NUL character"),
+    ("out", "README.md/run", "out must be a path the system accepts, got .* which goes through a file as if it were a folder"),
+])
+def test_paths_the_os_refuses_are_named(key, value, expect, monkeypatch):
+    """What the OS refuses (too long, NUL, a file used as a folder) is a ConfigError naming the key, before any
+    work — not ``OSError [Errno 36]`` from deep inside the dataset reader."""
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    with pytest.raises(ConfigError, match=expect) as e:
+        load_config("dpo", overrides=[f"{k}={v}" for k, v in {**REQUIRED, key: value}.items() if k != "objective"])
+    assert len(str(e.value)) < 1000 and f"fix: --set {key}=" in str(e.value)
+
+
+def test_os_path_problem_doctests():
+    import doctest
+
+    from vitruvian.core import paths
+
+    assert doctest.testmod(paths).failed == 0

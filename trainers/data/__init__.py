@@ -57,7 +57,9 @@ def _detect(folder: str | os.PathLike, where: str) -> tuple[str, Path, list[Path
     """``("jsonl", root, [])`` or ``("parquet", root, files)``; DatasetError otherwise."""
     root = Path(folder).expanduser()
     if not root.is_dir():
-        raise DatasetError(f"{where}: data must be an existing folder, got {str(root)!r} (not found)")
+        found = "a file, not a folder" if root.exists() else "not found"
+        raise DatasetError(f"{where}: data must be an existing folder, got {str(root)!r} ({found}); fix: --set "
+                           "data=<the folder holding metadata.jsonl or *.parquet>")
     has_meta = (root / METADATA).is_file()
     parquets = sorted(root.glob("*.parquet"))
     if has_meta and parquets:
