@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..regions import Region
-from .crops import crop_boxes, official_face_boxes
+from .crops import official_face_boxes, official_face_crops
 from .weights import match_keys, read_state_dict
 
 __all__ = [
@@ -374,12 +374,11 @@ def load_facescore(path: str | os.PathLike, *, config: FaceScoreConfig | None = 
 
 
 def face_crops(image: torch.Tensor, regions: Sequence[Region], image_index: torch.Tensor, size: int = 224) -> torch.Tensor:
-    """FaceScore's preprocessing for every face at once: box ±1 px (whole pixels), the centred
-    square a short-side resize + centre crop keeps, bicubic (antialiased) to ``size``, CLIP
-    normalisation. ``image (B, 3, H, W)`` in [0, 1] → ``(P, 3, size, size)``."""
+    """FaceScore's official preprocessing: box ±1 px in whole pixels, Pillow's bicubic short-side resize and centre
+    crop (:mod:`.crops`), CLIP normalisation. ``image (B, 3, H, W)`` in [0, 1] → ``(P, 3, size, size)`` float32."""
     h, w = image.shape[-2:]
     boxes = official_face_boxes(regions, [h] * len(regions), [w] * len(regions))
-    crops = crop_boxes(image, image_index, boxes, size, mode="bicubic").clamp(0, 1)
+    crops = official_face_crops(image, image_index, boxes, size)
     mean = torch.tensor(CLIP_MEAN, dtype=crops.dtype, device=crops.device)[:, None, None]
     std = torch.tensor(CLIP_STD, dtype=crops.dtype, device=crops.device)[:, None, None]
     return (crops - mean) / std
@@ -404,6 +403,6 @@ class FaceScorer:
     @torch.inference_mode()
     def score(self, image: torch.Tensor, regions: Sequence[Region], image_index: torch.Tensor) -> dict[str, torch.Tensor]:
         param = next(self.model.parameters())
-        pixels = face_crops(image.to(param.device, torch.float32), regions, image_index, self.model.config.image_size)
-        out = [self.model(chunk.to(param.dtype)).float().cpu() for chunk in pixels.split(self.batch_size)]
+        pixels = face_crops(image, regions, image_index, self.model.config.image_size)  # where the image is (CPU in ComfyUI)
+        out = [self.model(chunk.to(param.device, param.dtype)).float().cpu() for chunk in pixels.split(self.batch_size)]
         return {"facescore": torch.cat(out).double() if out else torch.zeros(0, dtype=torch.float64)}

@@ -65,11 +65,15 @@ def test_value_antialias_matches_area_downscaling():
 def test_value_square_and_face_boxes():
     assert square_boxes(torch.tensor([[0.0, 0.0, 10.0, 4.0]])).tolist() == [[3.0, 0.0, 7.0, 4.0]]
     assert square_boxes(torch.tensor([[0.0, 0.0, 10.0, 4.0]]), shrink=False).tolist() == [[0.0, -3.0, 10.0, 7.0]]
-    # FaceScore: int(x0 - 1) … int(x1 + 1), kept inside the image, then the centred square.
-    faces = official_face_boxes([Region("face", (10.7, 20.2, 30.4, 50.9), 1.0), Region("face", (0.2, 0.5, 8, 8), 1.0)],
-                                [64, 64], [40, 40])
-    assert faces[0].tolist() == [9.0, 24.0, 31.0, 46.0]  # x 9…31, y 19…51: 22 × 32 → centred square of 22
-    assert faces[1].tolist() == [0.0, 0.0, 9.0, 9.0]  # int(-0.8) = 0; clipped at the border
+    # FaceScore: int(x0 - 1) … int(x1 + 1), kept inside the image (the rectangle: Resize + CenterCrop come later).
+    faces = official_face_boxes([Region("face", (10.7, 20.2, 30.4, 50.9), 1.0), Region("face", (0.2, 0.5, 8, 8), 1.0),
+                                 Region("face", (-5.0, 30.0, 60.0, 70.0), 1.0), Region("face", (45.0, 10.0, 50.0, 20.0), 1.0)],
+                                [64] * 4, [40] * 4)
+    assert faces[0].tolist() == [9.0, 19.0, 31.0, 51.0]  # x 9…31, y 19…51
+    assert faces[1].tolist() == [0.0, 0.0, 9.0, 9.0]  # int(-0.8) = 0
+    assert faces[2].tolist() == [0.0, 29.0, 40.0, 64.0]  # int(-6) = -6 (the official slice would wrap): clamped
+    assert faces[3].tolist() == [39.0, 9.0, 40.0, 21.0]  # wholly right of the image: its last column
+    assert official_face_boxes([], [], []).shape == (0, 4)
 
 
 def test_value_region_mask_crop():
