@@ -1,4 +1,4 @@
-"""Headless trainer: ``train(config) -> TrainResult``, the ``vitruvian-train`` CLI, and objectives.
+"""Headless trainer: ``train(config) -> TrainResult``, the ``vitruvian-train`` CLI, objectives and recipes.
 
 Nothing heavy is imported here; diffusers and peft load when training starts.
 
@@ -11,12 +11,17 @@ from typing import TYPE_CHECKING, Any
 __all__ = ["train", "TrainResult"]
 
 if TYPE_CHECKING:
-    from .loop import TrainResult, train
+    from .loop import TrainResult
+    from .registry import train
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from . import loop
+    if name == "train":  # an objective's run or a recipe's runs (trainers.registry)
+        from .registry import train
 
-        return getattr(loop, name)
+        return train
+    if name == "TrainResult":
+        from .loop import TrainResult
+
+        return TrainResult
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

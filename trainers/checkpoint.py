@@ -136,14 +136,11 @@ def save_checkpoint(
     *,
     step: int,
     samples_consumed: int,
-    unet: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     lr_scheduler: Any,
     generator: torch.Generator,
     config: dict,
     name: str,
-    base_kind: str | None = None,
-    lora: bool = True,
     exports: Mapping[str, Callable[[Path], Any]] | None = None,
     publish: str = LORA_FILE,
 ) -> Path:
@@ -153,21 +150,18 @@ def save_checkpoint(
         accelerator: the run's ``accelerate.Accelerator`` (barriers, rank, main process).
         out: the run's output folder. step: optimizer steps done.
         samples_consumed: samples each process has taken from its loader (the data position).
-        unet: the unwrapped policy UNet (LoRA injected). optimizer / lr_scheduler: their states.
+        optimizer / lr_scheduler: their states.
         generator: the noise generator of this process. config: resolved config (``to_dict()``).
-        name: LoRA file stem; the LoRA is also copied to ``<out>/<name>-step<N>.safetensors``.
-        base_kind: "sd15" | "sdxl", recorded in the LoRA's metadata.
-        lora: write ``lora.safetensors`` (False when only an objective's own modules train).
-        exports: file name → writer(path) for the objective's modules, called on the main process
-            with a path inside the checkpoint folder being written.
+        name: output file stem; the published file is also copied to ``<out>/<name>-step<N>.safetensors``.
+        exports: file name → writer(path) for what trains (the LoRA as ``lora.safetensors``, in the family's
+            format; an objective's own modules), called on the main process with a path inside the checkpoint
+            folder being written.
         publish: the file of the checkpoint copied to ``<out>/<name>-step<N>.safetensors``.
 
     Returns:
         The checkpoint folder ``<out>/checkpoints/step-<N>``.
     """
     from safetensors.torch import save_file
-
-    from .models import save_lora
 
     root = Path(out) / CHECKPOINT_DIR
     final = root / f"step-{step}"
@@ -185,8 +179,6 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
 
     if accelerator.is_main_process:
-        if lora:
-            save_lora(tmp / LORA_FILE, unet, config=config, step=step, base_kind=base_kind)
         for file_name, write in (exports or {}).items():
             write(tmp / file_name)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")

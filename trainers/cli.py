@@ -103,15 +103,10 @@ def _render(config: TrainConfig, fmt: str) -> str:
 
 
 def _objective_summary(name: str) -> str:
-    """First docstring line of the registry's factory (or its class) for ``name``; '' when none."""
-    try:
-        from .objectives import OBJECTIVES
-    except ImportError:
-        return ""
-    factory = OBJECTIVES.get(name)
-    # a factory is often a bound classmethod (``DPO.from_config``): its class documents the objective
-    doc = getattr(factory, "__doc__", None) or getattr(getattr(factory, "__self__", None), "__doc__", None) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    """First docstring line of the objective or recipe ``name``; '' when none."""
+    from .registry import summary
+
+    return summary(name)
 
 
 def _default_text(value: object) -> str:

@@ -3,7 +3,7 @@
 One frozen dataclass serves the CLI (``--config FILE.toml``, ``--set key=value``), the Python API and
 the ComfyUI training node, so all three fail the same way on the same bad value. Each field carries its
 help text and its constraints in ``metadata``; ``__post_init__`` checks them generically, so a new
-setting is one ``_setting(...)`` line (plus a cross-field rule in ``_cross_field_problems`` if it has one,
+setting is one ``setting(...)`` line (plus a cross-field rule in ``_cross_field_problems`` if it has one,
 and a ``GROUPS`` entry if it opens a new help section, e.g. one per objective). Field types may be
 ``bool``, ``int``, ``float``, ``str`` or ``tuple[X, ...]`` of those; the CLI help, ``--set`` coercion,
 type checks and ``--print-config`` follow from the annotation.
@@ -27,52 +27,20 @@ import os
 import re
 import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError
 from ..core.paths import os_path_problem
+from .config_values import GROUPS, BAD, fix_text, setting, check_constraints, check_type, coerce_scalar, join, list_items, short, show, type_name
 
 __all__ = ["TrainConfig", "load_config", "config_keys", "GROUPS"]
 
 # Help-text groups, in the order ``--help`` prints them. A field names its group in ``metadata``.
-GROUPS = {
-    "run": "run",
-    "model": "base model",
-    "lora": "LoRA",
-    "data": "data",
-    "optim": "optimisation",
-    "dpo": "DPO",
-    "output": "checkpoints and logs",
-    "regions": "region masks (mpd, face-guidance)",
-    "patch": "patch-dpo",
-    "mpd": "mpd (FairHuman)",
-    "guidance": "face-guidance (FaceScore v1)",
-    "hgdpo": "hg-dpo (curriculum)",
-    "scorer": "train-scorer",
-    "pose": "pose-adapter (GRPose)",
-}
-
 MIXED_PRECISION = ("no", "fp16", "bf16")
 BETA_CONVENTIONS = ("official", "diffusers")
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
-
-
-def _setting(default: Any, help: str, *, group: str, required: bool = False, choices: tuple = (),
-             ge: float | None = None, gt: float | None = None, lt: float | None = None,
-             multiple_of: int | None = None, path: bool = False, keywords: tuple[str, ...] = ()) -> Any:
-    """A dataclass field whose ``metadata`` holds its help text and constraints.
-
-    ``path`` fields are expanded (``~``) and made absolute by ``load_config`` (relative to the config
-    file's folder for values read from a file); ``keywords`` are values of a path field that are not
-    paths (``resume = "latest"``). ``required`` string fields must not be empty.
-    """
-    if group not in GROUPS:
-        raise ValueError(f"_setting: group must be one of {sorted(GROUPS)}, got {group!r}")
-    meta = {"help": help, "group": group, "required": required, "choices": tuple(choices), "ge": ge,
-            "gt": gt, "lt": lt, "multiple_of": multiple_of, "path": path, "keywords": tuple(keywords)}
-    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,171 +48,171 @@ class TrainConfig:
     """Every setting of one training run; see ``vitruvian-train --help`` for the same list."""
 
     # run
-    objective: str = _setting("", "Training objective; set by the CLI subcommand (sft, dpo, ...).",
-                              group="run", required=True)
-    base: str = _setting("", "Base model: a diffusers folder or a single-file .safetensors checkpoint "
-                         "(SD1.5 or SDXL).", group="run", required=True, path=True)
-    data: str = _setting("", "Dataset folder: metadata.jsonl + images, or Pick-a-Pic style *.parquet files.",
-                         group="run", required=True, path=True)
-    out: str = _setting("", "Output folder for the LoRA, checkpoints, cache and progress.jsonl.",
+    objective: str = setting("", "Training objective; set by the CLI subcommand (sft, dpo, ...).",
+                             group="run", required=True)
+    base: str = setting("", "Base model: a diffusers folder or a single-file .safetensors checkpoint "
+                        "(SD1.5 or SDXL).", group="run", required=True, path=True)
+    data: str = setting("", "Dataset folder: metadata.jsonl + images, or Pick-a-Pic style *.parquet files.",
                         group="run", required=True, path=True)
-    name: str = _setting("vitruvian", "File name stem of the saved LoRA (<out>/<name>.safetensors).",
-                         group="run")
-    seed: int = _setting(0, "Seed for data order, augmentation, noise and LoRA init.", group="run", ge=0)
-    resume: str = _setting("", "Resume from a checkpoint folder, or 'latest' for the newest one in <out>; "
-                           "'' starts fresh.", group="run", path=True, keywords=("latest",))
+    out: str = setting("", "Output folder for the LoRA, checkpoints, cache and progress.jsonl.",
+                       group="run", required=True, path=True)
+    name: str = setting("vitruvian", "File name stem of the saved LoRA (<out>/<name>.safetensors).",
+                        group="run")
+    seed: int = setting(0, "Seed for data order, augmentation, noise and LoRA init.", group="run", ge=0)
+    resume: str = setting("", "Resume from a checkpoint folder, or 'latest' for the newest one in <out>; "
+                          "'' starts fresh.", group="run", path=True, keywords=("latest",))
 
     # base model
-    tokenizer: str = _setting("", "Tokenizer folder for single-file checkpoints; '' finds it automatically.",
-                              group="model", path=True)
-    mixed_precision: str = _setting("no", "Autocast precision: no, fp16 or bf16 (the LoRA weights stay fp32).",
-                                    group="model", choices=MIXED_PRECISION)
-    gradient_checkpointing: bool = _setting(False, "Recompute UNet activations in the backward pass "
-                                            "(less memory, ~30% slower).", group="model")
-    train_text_encoder: bool = _setting(False, "Also put LoRA adapters on the text encoder(s).", group="model")
+    tokenizer: str = setting("", "Tokenizer folder for single-file checkpoints; '' finds it automatically.",
+                             group="model", path=True)
+    mixed_precision: str = setting("no", "Autocast precision: no, fp16 or bf16 (the LoRA weights stay fp32).",
+                                   group="model", choices=MIXED_PRECISION)
+    gradient_checkpointing: bool = setting(False, "Recompute UNet activations in the backward pass "
+                                           "(less memory, ~30% slower).", group="model")
+    train_text_encoder: bool = setting(False, "Also put LoRA adapters on the text encoder(s).", group="model")
 
     # LoRA
-    rank: int = _setting(8, "LoRA rank: the inner dimension of each adapter.", group="lora", ge=1)
-    alpha: float = _setting(8.0, "LoRA alpha; the update is scaled by alpha / rank.", group="lora", gt=0)
-    lora_targets: tuple[str, ...] = _setting(
-        ("to_q", "to_k", "to_v", "to_out.0"), "UNet module-name suffixes that get LoRA adapters "
-        "(comma-separated on the command line).", group="lora")
+    rank: int = setting(8, "LoRA rank: the inner dimension of each adapter.", group="lora", ge=1)
+    alpha: float = setting(8.0, "LoRA alpha; the update is scaled by alpha / rank.", group="lora", gt=0)
+    lora_targets: tuple[str, ...] = setting(
+       ("to_q", "to_k", "to_v", "to_out.0"), "UNet module-name suffixes that get LoRA adapters "
+       "(comma-separated on the command line).", group="lora")
 
     # data
-    resolution: int = _setting(512, "Training resolution R (square R x R crops); a multiple of 8.",
-                               group="data", ge=64, multiple_of=8)
-    random_flip: bool = _setting(True, "Random horizontal flip, shared by both images of a pair.", group="data")
-    random_crop: bool = _setting(False, "Random crop after resizing the shorter side to R; false = centre crop.",
-                                 group="data")
-    proportion_empty_prompts: float = _setting(0.0, "Fraction of prompts replaced by '' (unconditional "
-                                               "training); Diffusion-DPO used 0.2.", group="data", ge=0, lt=1)
-    cache_latents: bool = _setting(True, "Cache VAE latents on disk, keyed by image content and augmentation.",
-                                   group="data")
-    cache_dir: str = _setting("", "Latent cache folder; '' = <out>/cache.", group="data", path=True)
-    num_workers: int = _setting(0, "DataLoader worker processes (0 = load in the training process).",
-                                group="data", ge=0)
+    resolution: int = setting(512, "Training resolution R (square R x R crops); a multiple of 8.",
+                              group="data", ge=64, multiple_of=8)
+    random_flip: bool = setting(True, "Random horizontal flip, shared by both images of a pair.", group="data")
+    random_crop: bool = setting(False, "Random crop after resizing the shorter side to R; false = centre crop.",
+                                group="data")
+    proportion_empty_prompts: float = setting(0.0, "Fraction of prompts replaced by '' (unconditional "
+                                              "training); Diffusion-DPO used 0.2.", group="data", ge=0, lt=1)
+    cache_latents: bool = setting(True, "Cache VAE latents on disk, keyed by image content and augmentation.",
+                                  group="data")
+    cache_dir: str = setting("", "Latent cache folder; '' = <out>/cache.", group="data", path=True)
+    num_workers: int = setting(0, "DataLoader worker processes (0 = load in the training process).",
+                               group="data", ge=0)
 
     # optimisation
-    steps: int = _setting(2000, "Optimizer steps to train.", group="optim", ge=1)
-    batch_size: int = _setting(1, "Pairs (or single images) per micro-batch per process.", group="optim", ge=1)
-    grad_accum: int = _setting(1, "Micro-batches accumulated per optimizer step.", group="optim", ge=1)
-    learning_rate: float = _setting(1e-5, "Peak learning rate (constant after warm-up).", group="optim", gt=0)
-    lr_warmup_steps: int = _setting(0, "Linear learning-rate warm-up steps.", group="optim", ge=0)
-    max_grad_norm: float = _setting(1.0, "Gradient-norm clipping threshold.", group="optim", gt=0)
-    use_8bit_adam: bool = _setting(False, "8-bit AdamW from bitsandbytes (CUDA only).", group="optim")
+    steps: int = setting(2000, "Optimizer steps to train.", group="optim", ge=1)
+    batch_size: int = setting(1, "Pairs (or single images) per micro-batch per process.", group="optim", ge=1)
+    grad_accum: int = setting(1, "Micro-batches accumulated per optimizer step.", group="optim", ge=1)
+    learning_rate: float = setting(1e-5, "Peak learning rate (constant after warm-up).", group="optim", gt=0)
+    lr_warmup_steps: int = setting(0, "Linear learning-rate warm-up steps.", group="optim", ge=0)
+    max_grad_norm: float = setting(1.0, "Gradient-norm clipping threshold.", group="optim", gt=0)
+    use_8bit_adam: bool = setting(False, "8-bit AdamW from bitsandbytes (CUDA only).", group="optim")
 
     # DPO
-    beta: float = _setting(5000.0, "DPO beta (KL strength); 5000 in the official -1/2*beta convention.",
-                           group="dpo", gt=0)
-    beta_convention: str = _setting("official", "official: logit = -beta/2 * diff (Diffusion-DPO repo); "
-                                    "diffusers: logit = -beta * diff (so diffusers 2500 = official 5000).",
-                                    group="dpo", choices=BETA_CONVENTIONS)
+    beta: float = setting(5000.0, "DPO beta (KL strength); 5000 in the official -1/2*beta convention.",
+                          group="dpo", gt=0)
+    beta_convention: str = setting("official", "official: logit = -beta/2 * diff (Diffusion-DPO repo); "
+                                   "diffusers: logit = -beta * diff (so diffusers 2500 = official 5000).",
+                                   group="dpo", choices=BETA_CONVENTIONS)
 
     # checkpoints and logs
-    checkpoint_every: int = _setting(500, "Save a resumable checkpoint every N optimizer steps.",
-                                     group="output", ge=1)
-    log_every: int = _setting(10, "Append a progress.jsonl line every N optimizer steps.", group="output", ge=1)
+    checkpoint_every: int = setting(500, "Save a resumable checkpoint every N optimizer steps.",
+                                    group="output", ge=1)
+    log_every: int = setting(10, "Append a progress.jsonl line every N optimizer steps.", group="output", ge=1)
 
     # region masks (mpd, face-guidance); see docs/methods.md
-    mask_dilate: float = _setting(16.0, "Pixels added on every side of each face/hand box before it becomes a "
-                                  "latent mask (FairHuman: 16).", group="regions", ge=0)
-    mask_scale: float = _setting(5.0, "Factor on the residual inside a face/hand mask (FairHuman: 5, i.e. 25 on "
-                                 "the squared error).", group="regions", gt=0)
-    mask_norm: str = _setting("all", "Masked losses divided by all latent elements ('all', FairHuman) or by the "
-                              "mask area ('mask').", group="regions", choices=("all", "mask"))
+    mask_dilate: float = setting(16.0, "Pixels added on every side of each face/hand box before it becomes a "
+                                 "latent mask (FairHuman: 16).", group="regions", ge=0)
+    mask_scale: float = setting(5.0, "Factor on the residual inside a face/hand mask (FairHuman: 5, i.e. 25 on "
+                                "the squared error).", group="regions", gt=0)
+    mask_norm: str = setting("all", "Masked losses divided by all latent elements ('all', FairHuman) or by the "
+                             "mask area ('mask').", group="regions", choices=("all", "mask"))
     # patch-dpo
-    patch_form: str = _setting("weighted", "weighted: PatchDPO's released patch-weighted denoising loss; dpo: "
-                               "Diffusion-DPO with per-pixel weights before the reduction.", group="patch",
-                               choices=("weighted", "dpo"))
-    patch_norm: str = _setting("all", "Patch-weighted errors divided by all latent elements ('all', released) or "
-                               "by the weight sum ('mask').", group="patch", choices=("all", "mask"))
-    patch_quality: str = _setting("maps", "Where patch quality comes from: maps (the records' chosen_quality / "
-                                  "rejected_quality), regions (the records' face/hand boxes: the rejected image's "
-                                  "regions are its bad patches), or a Python callable 'module:function' "
-                                  "(batch, latent_size) -> (B, 2, 1, h, w) quality in [0, 1].", group="patch")
+    patch_form: str = setting("weighted", "weighted: PatchDPO's released patch-weighted denoising loss; dpo: "
+                              "Diffusion-DPO with per-pixel weights before the reduction.", group="patch",
+                              choices=("weighted", "dpo"))
+    patch_norm: str = setting("all", "Patch-weighted errors divided by all latent elements ('all', released) or "
+                              "by the weight sum ('mask').", group="patch", choices=("all", "mask"))
+    patch_quality: str = setting("maps", "Where patch quality comes from: maps (the records' chosen_quality / "
+                                 "rejected_quality), regions (the records' face/hand boxes: the rejected image's "
+                                 "regions are its bad patches), or a Python callable 'module:function' "
+                                 "(batch, latent_size) -> (B, 2, 1, h, w) quality in [0, 1].", group="patch")
     # mpd
-    mpd_combiner: str = _setting("mpd", "How global/face/hand losses combine: mpd (alpha-fair gradient weights) or "
-                                 "sum.", group="mpd", choices=("mpd", "sum"))
-    mpd_alpha: float = _setting(2.0, "alpha of the alpha-fair combination (2 = Minimum Potential Delay).",
-                                group="mpd", gt=0)
-    mpd_every: int = _setting(1, "Re-solve the MPD weights every N steps; in between one backward of the weighted "
-                              "sum with the last weights (1 = official cost).", group="mpd", ge=1)
-    mpd_empty_task: str = _setting("official", "When a micro-batch lacks a task (no face or no hand box): official "
-                                   "(the combined gradient is still multiplied by 3, the number of tasks, as "
-                                   "FairHuman's code does) or drop (multiplied by the tasks present).", group="mpd",
-                                   choices=("official", "drop"))
+    mpd_combiner: str = setting("mpd", "How global/face/hand losses combine: mpd (alpha-fair gradient weights) or "
+                                "sum.", group="mpd", choices=("mpd", "sum"))
+    mpd_alpha: float = setting(2.0, "alpha of the alpha-fair combination (2 = Minimum Potential Delay).",
+                               group="mpd", gt=0)
+    mpd_every: int = setting(1, "Re-solve the MPD weights every N steps; in between one backward of the weighted "
+                             "sum with the last weights (1 = official cost).", group="mpd", ge=1)
+    mpd_empty_task: str = setting("official", "When a micro-batch lacks a task (no face or no hand box): official "
+                                  "(the combined gradient is still multiplied by 3, the number of tasks, as "
+                                  "FairHuman's code does) or drop (multiplied by the tasks present).", group="mpd",
+                                  choices=("official", "drop"))
     # face-guidance
-    guidance_lambda: float = _setting(1.0, "lambda: weight of the ordinary denoising loss on the good image next to "
-                                      "the guidance loss.", group="guidance", ge=0)
-    guidance_masked: bool = _setting(True, "Restrict the guidance loss (bad latent -> eps*) to the face boxes.",
-                                     group="guidance")
+    guidance_lambda: float = setting(1.0, "lambda: weight of the ordinary denoising loss on the good image next to "
+                                     "the guidance loss.", group="guidance", ge=0)
+    guidance_masked: bool = setting(True, "Restrict the guidance loss (bad latent -> eps*) to the face boxes.",
+                                    group="guidance")
     # hg-dpo
-    hg_stages: tuple[str, ...] = _setting(("easy", "normal", "hard"), "Curriculum stages in order (easy, normal, "
-                                          "hard).", group="hgdpo")
-    hg_stage_steps: tuple[int, ...] = _setting((), "Optimizer steps per stage (empty = steps for each).",
-                                               group="hgdpo")
-    hg_pool_size: int = _setting(4, "Samples generated per prompt for a stage's pool (paper: 8).", group="hgdpo",
-                                 ge=2)
-    hg_scorer: str = _setting("sharpness", "Pool ranker: a pack scorer name (sharpness, confidence) or a Python "
-                              "callable 'module:function' (images (B,3,H,W) in [0,1], prompts) -> (B,) scores.",
-                              group="hgdpo")
-    hg_strength: float = _setting(0.5, "SDEdit strength of the normal stage's reconstruction of the real image "
-                                  "(0 = the real image, 1 = pure noise).", group="hgdpo", gt=0, lt=1)
-    hg_sample_steps: int = _setting(20, "Denoising steps when generating pools and reconstructions.",
-                                    group="hgdpo", ge=1)
-    hg_guidance: float = _setting(5.0, "Classifier-free guidance scale when generating pools.", group="hgdpo", ge=1)
-    hg_stat_weight: float = _setting(1.0, "Weight of the statistics-matching loss (channel mean/std of the "
-                                     "winner's predicted x0 latent vs its clean latent).", group="hgdpo", ge=0)
-    hg_prior_loras: tuple[str, ...] = _setting((), "LoRA files merged into the base before this run's LoRA is "
-                                               "added (set by the stage runner; the merged model is the reference).",
-                                               group="hgdpo")
+    hg_stages: tuple[str, ...] = setting(("easy", "normal", "hard"), "Curriculum stages in order (easy, normal, "
+                                         "hard).", group="hgdpo")
+    hg_stage_steps: tuple[int, ...] = setting((), "Optimizer steps per stage (empty = steps for each).",
+                                              group="hgdpo")
+    hg_pool_size: int = setting(4, "Samples generated per prompt for a stage's pool (paper: 8).", group="hgdpo",
+                                ge=2)
+    hg_scorer: str = setting("sharpness", "Pool ranker: a pack scorer name (sharpness, confidence) or a Python "
+                             "callable 'module:function' (images (B,3,H,W) in [0,1], prompts) -> (B,) scores.",
+                             group="hgdpo")
+    hg_strength: float = setting(0.5, "SDEdit strength of the normal stage's reconstruction of the real image "
+                                 "(0 = the real image, 1 = pure noise).", group="hgdpo", gt=0, lt=1)
+    hg_sample_steps: int = setting(20, "Denoising steps when generating pools and reconstructions.",
+                                   group="hgdpo", ge=1)
+    hg_guidance: float = setting(5.0, "Classifier-free guidance scale when generating pools.", group="hgdpo", ge=1)
+    hg_stat_weight: float = setting(1.0, "Weight of the statistics-matching loss (channel mean/std of the "
+                                    "winner's predicted x0 latent vs its clean latent).", group="hgdpo", ge=0)
+    hg_prior_loras: tuple[str, ...] = setting((), "LoRA files merged into the base before this run's LoRA is "
+                                              "added (set by the stage runner; the merged model is the reference).",
+                                              group="hgdpo")
     # train-scorer
-    scorer_weights: str = _setting("", "FaceScore weights (FS_model.pt / .safetensors) to fine-tune; '' = a small "
-                                   "random-initialised model (tests).", group="scorer", path=True)
-    scorer_text_layers: int = _setting(0, "Last text-encoder layers of the scorer that train besides its head.",
-                                       group="scorer", ge=0)
-    scorer_vision_blocks: int = _setting(0, "Last image-encoder blocks of the scorer that train besides its head.",
-                                         group="scorer", ge=0)
+    scorer_weights: str = setting("", "FaceScore weights (FS_model.pt / .safetensors) to fine-tune; '' = a small "
+                                  "random-initialised model (tests).", group="scorer", path=True)
+    scorer_text_layers: int = setting(0, "Last text-encoder layers of the scorer that train besides its head.",
+                                      group="scorer", ge=0)
+    scorer_vision_blocks: int = setting(0, "Last image-encoder blocks of the scorer that train besides its head.",
+                                        group="scorer", ge=0)
     # pose-adapter
-    pose_mask_alpha: float = _setting(5.0, "Loss weight alpha on the latent cells the blurred skeleton covers (1 "
-                                      "elsewhere; GRPose: 5).", group="pose", ge=1)
-    pose_mask_kernel: int = _setting(13, "Gaussian blur kernel (odd, pixels) applied to the rendered skeleton "
-                                     "before it becomes the latent mask (GRPose: 13).", group="pose", ge=1)
-    pose_mask_sigma: float = _setting(3.0, "Gaussian blur sigma (pixels) of that mask (GRPose: 3).", group="pose",
-                                      gt=0)
-    perception_weight: float = _setting(0.0, "lambda_p of the pose perception loss ||phi(D(x0_hat)) - phi(D(x0))||^2 "
-                                        "weighted by alpha_bar_t; 0 = off, no pose network needed (GRPose: 0.5).",
-                                        group="pose", ge=0)
-    pose_net: str = _setting("", "Pose network phi of the perception loss: a vitruvian.pose_net .safetensors file "
-                             "(see docs/methods.md); required when perception_weight > 0.", group="pose", path=True)
-    pose_graph: bool = _setting(True, "Train the pose-graph adapter (GRPose's graph layers); false = a plain "
-                                "ControlNet of the same depth.", group="pose")
-    pose_graph_levels: tuple[int, ...] = _setting((), "UNet levels whose first res block is a graph integrator "
-                                                  "(comma-separated; empty = every level).", group="pose")
-    pose_graph_reduction: int = _setting(4, "The graph layers run at width C / this (1 = GRPose's full width; 4 keeps "
-                                         "the adapter near a ControlNet's cost).", group="pose", ge=1)
-    pose_knn: int = _setting(9, "Neighbours k of the dynamic kNN graph (GRPose: 9).", group="pose", ge=1)
-    pose_knn_chunk: int = _setting(1024, "kNN query rows per chunk (memory: chunk x latent positions).",
-                                   group="pose", ge=1)
-    pose_skeleton_dim: int = _setting(32, "Channels of the skeleton-graph embedding (joint and bone identities).",
-                                      group="pose", ge=1)
-    pose_channels: tuple[int, ...] = _setting((), "Pose-encoder width per UNet level (comma-separated; empty = "
-                                              "GRPose's 192,256,384,512).", group="pose")
+    pose_mask_alpha: float = setting(5.0, "Loss weight alpha on the latent cells the blurred skeleton covers (1 "
+                                     "elsewhere; GRPose: 5).", group="pose", ge=1)
+    pose_mask_kernel: int = setting(13, "Gaussian blur kernel (odd, pixels) applied to the rendered skeleton "
+                                    "before it becomes the latent mask (GRPose: 13).", group="pose", ge=1)
+    pose_mask_sigma: float = setting(3.0, "Gaussian blur sigma (pixels) of that mask (GRPose: 3).", group="pose",
+                                     gt=0)
+    perception_weight: float = setting(0.0, "lambda_p of the pose perception loss ||phi(D(x0_hat)) - phi(D(x0))||^2 "
+                                       "weighted by alpha_bar_t; 0 = off, no pose network needed (GRPose: 0.5).",
+                                       group="pose", ge=0)
+    pose_net: str = setting("", "Pose network phi of the perception loss: a vitruvian.pose_net .safetensors file "
+                            "(see docs/methods.md); required when perception_weight > 0.", group="pose", path=True)
+    pose_graph: bool = setting(True, "Train the pose-graph adapter (GRPose's graph layers); false = a plain "
+                               "ControlNet of the same depth.", group="pose")
+    pose_graph_levels: tuple[int, ...] = setting((), "UNet levels whose first res block is a graph integrator "
+                                                 "(comma-separated; empty = every level).", group="pose")
+    pose_graph_reduction: int = setting(4, "The graph layers run at width C / this (1 = GRPose's full width; 4 keeps "
+                                        "the adapter near a ControlNet's cost).", group="pose", ge=1)
+    pose_knn: int = setting(9, "Neighbours k of the dynamic kNN graph (GRPose: 9).", group="pose", ge=1)
+    pose_knn_chunk: int = setting(1024, "kNN query rows per chunk (memory: chunk x latent positions).",
+                                  group="pose", ge=1)
+    pose_skeleton_dim: int = setting(32, "Channels of the skeleton-graph embedding (joint and bone identities).",
+                                     group="pose", ge=1)
+    pose_channels: tuple[int, ...] = setting((), "Pose-encoder width per UNet level (comma-separated; empty = "
+                                             "GRPose's 192,256,384,512).", group="pose")
 
     def __post_init__(self) -> None:
         problems = []
         hints = _type_hints()
         for f in dataclasses.fields(self):
-            value, problem = _check_type(f.name, getattr(self, f.name), hints[f.name])
+            value, problem = check_type(f.name, getattr(self, f.name), hints[f.name])
             if problem is None:
                 object.__setattr__(self, f.name, value)  # lossless normalisation: int -> float, list -> tuple
-                problem = _check_constraints(f, value)
+                problem = check_constraints(f, value)
             if problem is not None:
-                problems.append(f"{problem}; fix: {_fix(f)}")
+                problems.append(f"{problem}; fix: {fix_text(f)}")
         if not problems:
             problems = self._cross_field_problems()
         if problems:
-            raise ConfigError(_join("TrainConfig", problems))
+            raise ConfigError(join("TrainConfig", problems))
 
     def _cross_field_problems(self) -> list[str]:
         """Rules linking two fields, or a field and the outside world (the objective registry)."""
@@ -254,7 +222,7 @@ class TrainConfig:
             if f.metadata["path"] and value and value not in f.metadata["keywords"]:
                 refused = os_path_problem(value)
                 if refused:
-                    problems.append(f"{f.name} must be a path the system accepts, got {_short(value)} which {refused}; "
+                    problems.append(f"{f.name} must be a path the system accepts, got {short(value)} which {refused}; "
                                     f"fix: --set {f.name}=<another path>")
         if self.lr_warmup_steps > self.steps:
             problems.append(f"lr_warmup_steps must be <= steps ({self.steps}), got {self.lr_warmup_steps}; "
@@ -293,7 +261,7 @@ class TrainConfig:
                             "fix: --set pose_net=<phi.safetensors> or --set perception_weight=0")
         if any(lv < 0 for lv in self.pose_graph_levels) or (self.pose_graph_levels and not self.pose_graph):
             problems.append(f"pose_graph_levels must be level indices >= 0 and empty when pose_graph is false, got "
-                            f"{self.pose_graph_levels!r} (pose_graph={_show(self.pose_graph)}); fix: --set "
+                            f"{self.pose_graph_levels!r} (pose_graph={show(self.pose_graph)}); fix: --set "
                             "pose_graph_levels=")
         if any(c < 1 for c in self.pose_channels):
             problems.append(f"pose_channels must be positive widths, one per UNet level, got {self.pose_channels!r}; "
@@ -364,7 +332,7 @@ def load_config(objective: str | None, config_file: str | os.PathLike | None = N
     if unknown:
         raise ConfigError(_unknown_message("load_config", unknown))
     if problems:
-        raise ConfigError(_join("load_config", problems))
+        raise ConfigError(join("load_config", problems))
     values = {k: _resolve_path(k, v, base_dir) for k, v in values.items()}
     values.update({k: _resolve_path(k, v, Path.cwd()) for k, v in set_values.items()})
     if objective:
@@ -387,122 +355,24 @@ def _type_hints() -> dict[str, Any]:
 
 
 def _objective_names() -> tuple[str, ...]:
-    """The ENGINE registry's names, or () while ``trainers.objectives`` does not exist."""
-    try:
-        from .objectives import objective_names
-    except ModuleNotFoundError as e:  # only the registry itself missing; a broken dependency still raises
-        if e.name and e.name.endswith("trainers.objectives"):
-            return ()
-        raise
-    return tuple(objective_names())
+    """Every objective and recipe name (``trainers.registry``)."""
+    from .registry import names
 
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is tuple:
-        item = typing.get_args(tp)[0]
-        return "a list of " + {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}.get(item, str(item))
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
-
-
-def _check_type(key: str, value: Any, tp: Any) -> tuple[Any, str | None]:
-    """``(normalised value, None)`` or ``(value, problem)``; never converts between kinds (str -> int)."""
-    if typing.get_origin(tp) is tuple:
-        (item_tp, *_) = typing.get_args(tp)
-        if isinstance(value, (list, tuple)):
-            items = [_check_type(key, v, item_tp) for v in value]
-            if all(p is None for _, p in items):
-                return tuple(v for v, _ in items), None
-        return value, f"{key} must be {_type_name(tp)}, got {value!r}"
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value), None
-    ok = isinstance(value, tp) and not (tp is int and isinstance(value, bool))
-    return value, None if ok else f"{key} must be {_type_name(tp)}, got {type(value).__name__} {value!r}"
-
-
-def _check_constraints(f: dataclasses.Field, value: Any) -> str | None:
-    m = f.metadata
-    kind = "an integer" if isinstance(value, int) else "a number"
-    if m["required"] and value == "":
-        return f"{f.name} must be set ({m['help'].rstrip('.')}), got ''"
-    if m["choices"] and value not in m["choices"]:
-        return f"{f.name} must be one of {', '.join(map(repr, m['choices']))}, got {value!r}"
-    if m["ge"] is not None and m["lt"] is not None and not m["ge"] <= value < m["lt"]:
-        return f"{f.name} must be {kind} in [{m['ge']}, {m['lt']}), got {value!r}"
-    if m["ge"] is not None and value < m["ge"]:
-        return f"{f.name} must be {kind} >= {m['ge']}, got {value!r}"
-    if m["gt"] is not None and not value > m["gt"]:
-        return f"{f.name} must be {kind} > {m['gt']}, got {value!r}"
-    if m["multiple_of"] is not None and value % m["multiple_of"]:
-        return f"{f.name} must be a multiple of {m['multiple_of']}, got {value!r}"
-    if isinstance(value, float) and value != value:  # NaN passes every comparison above
-        return f"{f.name} must be a number, got nan"
-    return None
-
-
-def _fix(f: dataclasses.Field) -> str:
-    if f.metadata["required"]:
-        return f"--set {f.name}=... or {f.name} = \"...\" in the config file"
-    default = ",".join(f.default) if isinstance(f.default, tuple) else _show(f.default)
-    return f"--set {f.name}=<value> (default {default})"
-
-
-def _short(value: str, limit: int = 80) -> str:
-    """``repr`` of a value cut to ``limit`` characters, with its length (a 100 KB path is no message)."""
-    return repr(value) if len(value) <= limit else f"{value[:limit]!r}… ({len(value)} characters)"
-
-
-def _show(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    return names()
 
 
 def _coerce(key: str, raw: str) -> tuple[Any, str | None]:
     """Parse one ``--set`` string by the field's type: ``(value, None)`` or ``(None, problem)``."""
     tp = _type_hints()[key]
-    bad = f"--set {key}={raw}: {key} must be {_type_name(tp)}, got {raw!r}"
+    bad = f"--set {key}={raw}: {key} must be {type_name(tp)}, got {raw!r}"
     if typing.get_origin(tp) is tuple:
         example = ("1,2,3", "[1, 2, 3]") if typing.get_args(tp)[0] in (int, float) else ("a,b", '["a", "b"]')
         bad += f"; write it as {example[0]} or {example[1]} (TOML/JSON)"
-        parts = _list_items(raw)
-        out = [_BAD] if parts is None else [_coerce_scalar(typing.get_args(tp)[0], p) for p in parts]
-        return (None, bad) if any(o is _BAD for o in out) else (tuple(out), None)
-    value = _coerce_scalar(tp, raw)
-    return (None, bad) if value is _BAD else (value, None)
-
-
-def _list_items(raw: str) -> list[str] | None:
-    """The items of a ``--set`` list as strings: ``a,b,c``, or a TOML/JSON array ``[1, 2]`` / ``["a", "b"]``
-    (also ``[a, b]`` unquoted); None for a bracketed value that is no flat array."""
-    text = raw.strip()
-    if not (text.startswith("[") and text.endswith("]")):
-        return [p.strip() for p in text.split(",")] if text else []
-    try:
-        import json
-
-        items = json.loads(text)  # a JSON array is a TOML array for the values a config holds
-    except ValueError:
-        items = [p.strip() for p in text[1:-1].split(",") if p.strip()]  # [a, b] or a trailing comma
-        items = [p[1:-1] if len(p) >= 2 and p[0] == p[-1] and p[0] in "'\"" else p for p in items]
-    if not isinstance(items, list) or any(isinstance(i, (list, dict)) for i in items):
-        return None
-    return [str(i).lower() if isinstance(i, bool) else str(i) for i in items]
-
-
-_BAD = object()
-_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
-
-
-def _coerce_scalar(tp: Any, raw: str) -> Any:
-    try:
-        if tp is bool:
-            low = raw.lower()
-            return True if low in _TRUE else False if low in _FALSE else _BAD
-        if tp is int:
-            return int(raw)
-        if tp is float:
-            return float(raw)
-    except ValueError:
-        return _BAD
-    return raw
+        parts = list_items(raw)
+        out = [BAD] if parts is None else [coerce_scalar(typing.get_args(tp)[0], p) for p in parts]
+        return (None, bad) if any(o is BAD for o in out) else (tuple(out), None)
+    value = coerce_scalar(tp, raw)
+    return (None, bad) if value is BAD else (value, None)
 
 
 def _resolve_path(key: str, value: Any, base_dir: Path) -> Any:
@@ -521,12 +391,6 @@ def _unknown_message(where: str, unknown: Mapping[str, str]) -> str:
         lines.append(f"{key!r} (from {src})" + (f", did you mean {close[0]!r}?" if close else ""))
     return (f"{where}: keys must be TrainConfig settings, got unknown key(s) {'; '.join(lines)}\n"
             f"valid keys: {', '.join(config_keys())}\nfix: see vitruvian-train --help for each key")
-
-
-def _join(where: str, problems: list[str]) -> str:
-    if len(problems) == 1:
-        return f"{where}: {problems[0]}"
-    return f"{where}: {len(problems)} invalid settings:\n  " + "\n  ".join(problems)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}

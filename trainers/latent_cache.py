@@ -37,7 +37,7 @@ import torch
 from ..core.atomic import atomic_save_safetensors
 from .models import encode_images
 
-__all__ = ["LatentCache", "BatchEncoder", "module_fingerprint"]
+__all__ = ["LatentCache", "BatchEncoder", "PixelBatch", "module_fingerprint"]
 
 _SEP = "/"
 
@@ -245,6 +245,25 @@ class BatchEncoder:
             for m in (self.base.vae, *self.base.text_encoders):
                 m.to(self.device)
             self._on_device = True
+
+
+class PixelBatch:
+    """The encoder of a run without a diffusion model (``needs_base = False``, e.g. train-scorer): the collated
+    batch with ``pixels`` (B, N, 3, R, R) in [-1, 1] moved to ``device``, plus ``keys`` and ``prompts``."""
+
+    items_seen = 0
+
+    def __init__(self, device: torch.device | str):
+        self.device = torch.device(device)
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(batch)
+        out["pixels"] = batch["pixels"].to(self.device)
+        out["keys"], out["prompts"] = list(batch["key"]), list(batch["prompt"])
+        return out
+
+    def offload(self) -> None:
+        """Nothing to move."""
 
 
 def _digest(*parts: Any) -> str:

@@ -9,17 +9,15 @@ return; a second SIGINT aborts at once. A non-finite loss or gradient stops the 
 Callbacks are called after every optimizer step (after its checkpoint, if one is due) with a
 :class:`StepEvent`; returning True asks the run to stop as a signal would.
 
-What trains is a LoRA on the UNet, unless the objective owns trainable modules (an optional ``setup``
-hook, e.g. ``pose-adapter``; see ``objectives.base``): then those modules train instead (no LoRA unless
-the objective sets ``wants_lora``), they are prepared by accelerate, checkpointed and resumed through the
-objective's ``export``/``restore``, and the output file is the objective's export.
+What trains is a LoRA on the UNet, unless the objective owns trainable modules (``objectives.base.OwnsModules``,
+e.g. ``pose-adapter``, ``train-scorer``): then those modules train instead (no LoRA unless the objective sets
+``wants_lora``), they are prepared by accelerate, checkpointed and resumed through the objective's
+``export``/``restore``, and the output file is the objective's export. ``trainers.run`` opens a run (everything
+before the first step); this module steps and saves it. Recipes (``trainers.recipes``) compose several runs.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,17 +27,14 @@ from typing import Any
 import torch
 
 from ..core.atomic import atomic_write_text
-from ..core.errors import ConfigError, VitruvianError
+from ..core.errors import VitruvianError
 from ..core.signals import StopRequest
-from . import checkpoint as ckpt_io
-from .progress import PROGRESS_FILE, Progress, read_progress, truncate_progress
+from .checkpoint import LORA_FILE, checkpoint_dirs, save_checkpoint
+from .objectives.base import OwnsBackward
+from .progress import PROGRESS_FILE, Progress, read_progress
+from .run import RESUME_IDENTITY, Run, open_run
 
 __all__ = ["train", "TrainResult", "StepEvent", "NonFiniteLossError", "RESUME_IDENTITY"]
-
-#: Settings a resumed run must share with its checkpoint (they decide the data order and the LoRA shape).
-RESUME_IDENTITY = ("objective", "rank", "alpha", "lora_targets", "seed", "batch_size", "grad_accum",
-                   "resolution", "random_flip", "random_crop", "train_text_encoder")
-
 
 class NonFiniteLossError(VitruvianError, FloatingPointError):
     """The loss (or gradient norm) became NaN or infinite; the weights were not updated with it."""
@@ -89,289 +84,146 @@ class StepEvent:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def train(config, *, callbacks: Sequence[Callable[[StepEvent], bool | None]] = ()) -> TrainResult:
-    """Train a LoRA (or the objective's own modules) with ``config`` (a ``TrainConfig``); see the module docstring."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
+def train(config, *, callbacks: Sequence[Callable[[StepEvent], bool | None]] = (), objective=None) -> TrainResult:
+    """Train a LoRA (or the objective's own modules) with ``config`` (a ``TrainConfig``); see the module docstring.
 
-    from .data import make_loader, open_dataset, validate_dataset
-    from .latent_cache import BatchEncoder, LatentCache
-    from .models import add_lora, load_base, save_lora
-    from .objectives import ObjectiveContext, get_objective
+    ``objective``: an objective instance to train instead of the registry's ``config.objective`` (recipes).
+    """
+    if objective is None:
+        from .objectives import get_objective
 
-    # -- setup: objective and dataset are checked before anything heavy loads ---------------------------
-    objective = get_objective(config.objective, config)
-    drive = getattr(objective, "drive", None)  # an objective that runs its own stages/loop (hg-dpo, train-scorer)
-    if drive is not None:
-        return drive(config, callbacks=callbacks)
-    if config.train_text_encoder:
-        raise ConfigError("train: train_text_encoder must be false for now (text-encoder LoRA is not "
-                          "implemented by the engine yet), got true; fix: --set train_text_encoder=false")
-    records = validate_dataset(config.data)
-    check_dataset = getattr(objective, "check_dataset", None)  # e.g. pose-adapter: every record has a pose
-    if check_dataset is not None:
-        check_dataset(records)
-    setup = getattr(objective, "setup", None)  # the objective trains modules of its own (pose-adapter)
-    use_lora = setup is None or bool(getattr(objective, "wants_lora", False))
-    output_kind = getattr(objective, "output_kind", "LoRA") if setup is not None else "LoRA"
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg_dict = config.to_dict()
-
-    mixed = config.mixed_precision
-    if mixed != "no" and not torch.cuda.is_available():
-        print(f"train: mixed_precision={mixed!r} needs a GPU; running in fp32 on the CPU "
-              "(bf16/fp16 on the CPU turn DPO losses into noise)", flush=True)
-        mixed = "no"
-    # several processes (torchrun / accelerate launch) on a machine without CUDA: DDP over gloo on the CPU
-    cpu_ddp = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    accelerator = Accelerator(cpu=cpu_ddp, mixed_precision=mixed, gradient_accumulation_steps=config.grad_accum)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    device = accelerator.device
-
-    resume = ckpt_io.resolve_resume(out, config.resume)
-    if resume is None and config.resume == "latest" and accelerator.is_main_process:
-        print(f"train: resume='latest' but {out / ckpt_io.CHECKPOINT_DIR} holds no checkpoint; starting fresh",
-              flush=True)
-    _check_resume(config, cfg_dict, resume, out, world, tuple(getattr(objective, "resume_identity", ())))
-    accelerator.wait_for_everyone()  # everyone has read the checkpoint list before the main process cleans
-    if accelerator.is_main_process:
-        ckpt_io.clean_stale(out)
-        truncate_progress(out / PROGRESS_FILE, resume.step if resume else 0)
-    start_step = resume.step if resume else 0
-    samples_consumed = resume.samples_consumed if resume else 0
-    set_seed(config.seed)
-
-    # -- data -------------------------------------------------------------------------------------------
-    dataset = open_dataset(config.data, resolution=config.resolution, random_flip=config.random_flip,
-                           random_crop=config.random_crop, seed=config.seed)
-    _check_images_per_sample(dataset, objective)
-    loader = make_loader(dataset, batch_size=config.batch_size, seed=config.seed, start_index=samples_consumed,
-                         rank=rank, world_size=world, num_workers=config.num_workers)
-
-    # -- model: frozen base + fp32 LoRA (or the objective's modules); frozen VAE/text encoders feed the cache
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed, torch.float32)
-    base = load_base(config.base, tokenizer=config.tokenizer, device=device, dtype=weight_dtype)
-    if weight_dtype == torch.float16:
-        base.vae.to(torch.float32)  # SD/SDXL VAEs overflow in fp16
-    for m in (base.unet, base.vae, *base.text_encoders):
-        m.requires_grad_(False)
-        m.eval()
-    prepare_base = getattr(objective, "prepare_base", None)  # e.g. hg-dpo: merge the previous stages' LoRAs
-    if prepare_base is not None:
-        prepare_base(base)
-    own_params, modules = [], {}
-    if setup is not None:
-        torch.manual_seed(config.seed)  # the objective's new weights
-        own_params = list(setup(base.unet))  # from the plain frozen UNet (before any LoRA layer)
-        modules = dict(objective.modules)
-        if not own_params or not modules:
-            raise ConfigError(f"train: objective {objective.name!r} setup must return trainable parameters and "
-                              f"expose their modules, got {len(own_params)} parameters in {len(modules)} modules")
-    unet = base.unet
-    lora_params = []
-    if use_lora:
-        torch.manual_seed(config.seed)  # LoRA A init
-        unet = add_lora(base.unet, rank=config.rank, alpha=config.alpha, targets=config.lora_targets)
-        unet.train()
-        lora_params = [p for p in unet.parameters() if p.requires_grad]
-        if not lora_params:
-            raise ConfigError(f"train: lora_targets must match some UNet modules, got {config.lora_targets!r} "
-                              "which matched none; fix: --set lora_targets=to_q,to_k,to_v,to_out.0")
-    if config.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    params = lora_params + own_params
-    optimizer = _make_optimizer(params, config, accelerator)
-    from diffusers.optimization import get_constant_schedule_with_warmup
-
-    lr_scheduler = get_constant_schedule_with_warmup(optimizer, num_warmup_steps=config.lr_warmup_steps)
-    # the scheduler is stepped once per step by us
-    if use_lora:
-        unet, *prepared, optimizer = accelerator.prepare(unet, *modules.values(), optimizer)
-    else:  # a frozen UNet gets autocast only (a DDP wrapper needs parameters with gradients)
-        unet = accelerator.prepare_model(unet, evaluation_mode=True)
-        *prepared, optimizer = accelerator.prepare(*modules.values(), optimizer)
-    prepared = dict(zip(modules, prepared))
-    raw_unet = accelerator.unwrap_model(unet, keep_fp32_wrapper=True)
-    synced = ([unet] if use_lora else []) + list(prepared.values())  # the models gradients are synced for
-    trained = {"lora": use_lora, "objective": objective if setup is not None else None, "modules": modules}
-
-    cache = None
-    if config.cache_latents:
-        cache = LatentCache(Path(config.cache_dir) if config.cache_dir else out / "cache")
-    encoder = BatchEncoder(base, device=device, cache=cache)
-    generator = torch.Generator(device=device).manual_seed(_rank_seed(config.seed, rank))
-    ctx = ObjectiveContext(unet=unet, scheduler=base.scheduler, generator=generator,
-                           empty_cond=encoder.text("") if config.proportion_empty_prompts > 0 else None,
-                           modules=prepared)
-    static_aug = not (config.random_flip or config.random_crop)
-    dataset_len = len(dataset) if hasattr(dataset, "__len__") else None  # (ranks draw new shards each epoch)
-
-    if resume is not None:
-        if use_lora:
-            ckpt_io.restore_trainable(raw_unet, resume)
-        if setup is not None:
-            objective.restore(resume.path / objective.export_name)
-        optimizer.load_state_dict(ckpt_io.load_torch_state(resume.path / "optimizer.pt", device))
-        lr_scheduler.load_state_dict(ckpt_io.load_torch_state(resume.path / "scheduler.pt"))
-        if accelerator.scaler is not None and (resume.path / "scaler.pt").is_file():
-            accelerator.scaler.load_state_dict(ckpt_io.load_torch_state(resume.path / "scaler.pt"))
-        ckpt_io.restore_rng(resume, rank, generator)
-        if accelerator.is_main_process:
-            print(f"train: resumed from {resume.path} (step {resume.step})", flush=True)
-
-    # -- the loop ---------------------------------------------------------------------------------------
-    progress = Progress(out / PROGRESS_FILE, total=config.steps, start=start_step,
-                        enabled=accelerator.is_main_process, log_every=config.log_every,
-                        desc=f"{config.objective} {config.name}")
-    stop_signal = StopRequest()  # its handler only records; this loop reports and saves
-    step, last_ckpt = start_step, (resume.path if resume else None)
-    final_loss, final_metrics, interrupted = math.nan, {}, ""
-    if resume is not None:
-        done = read_progress(out / PROGRESS_FILE)
+        objective = get_objective(config.objective, config)
+    run = open_run(config, objective)
+    progress = Progress(run.out / PROGRESS_FILE, total=config.steps, start=run.step, enabled=run.is_main,
+                        log_every=config.log_every, desc=f"{config.objective} {config.name}")
+    if run.resume is not None:
+        done = read_progress(run.out / PROGRESS_FILE)
         if done:
-            final_loss, final_metrics = float(done[-1]["loss"]), dict(done[-1]["metrics"])
+            run.loss, run.metrics = float(done[-1]["loss"]), dict(done[-1]["metrics"])
+    stop, interrupted = StopRequest(), ""  # its handler only records; this loop reports and saves
     try:
-        stop_signal.install()
-        while step < config.steps:
-            t0 = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            metric_sums: dict[str, torch.Tensor] = {}
-            keys: list[str] = []
-            for _ in range(config.grad_accum):
-                inputs = encoder(next(loader))
-                keys += inputs["keys"]
-                with accelerator.accumulate(*synced):
-                    ctx.step = step
-                    result = objective(inputs, ctx)
-                    loss = accelerator.reduce(result.loss.detach().float(), "mean")  # same on every process
-                    if not torch.isfinite(loss):
-                        raise NonFiniteLossError(_nan_message("loss", loss.item(), step + 1, last_ckpt))
-                    metrics = dict(result.metrics)
-                    owns_backward = getattr(objective, "backward", None)  # e.g. mpd: per-task gradients
-                    if owns_backward is None:
-                        accelerator.backward(result.loss)
-                    else:
-                        metrics.update(owns_backward(result, params, accelerator, step=step) or {})
-                    if accelerator.sync_gradients:
-                        norm = accelerator.clip_grad_norm_(params, config.max_grad_norm)
-                        if mixed != "fp16" and not torch.isfinite(norm):  # fp16: the GradScaler skips it
-                            raise NonFiniteLossError(_nan_message("gradient norm", float(norm), step + 1, last_ckpt))
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                loss_sum += loss
-                if metrics:  # averaged over processes in one all-reduce
-                    logged = accelerator.reduce(torch.stack([torch.as_tensor(v, dtype=torch.float32, device=device)
-                                                             .detach().reshape(()) for v in metrics.values()]), "mean")
-                    for k, v in zip(metrics, logged):
-                        metric_sums[k] = metric_sums.get(k, 0) + v
-            lr = lr_scheduler.get_last_lr()[0]
-            lr_scheduler.step()
-            step += 1
-            samples_consumed += config.grad_accum * config.batch_size
-            if static_aug and dataset_len is not None and encoder.items_seen >= dataset_len:
-                encoder.offload()  # every latent is cached: the VAE/text encoders can leave the GPU
-
-            final_loss = loss_sum.item() / config.grad_accum
-            final_metrics = {k: v.item() / config.grad_accum for k, v in metric_sums.items()}
-            record = progress.update(step, loss=final_loss, lr=lr, metrics=final_metrics,
-                                     seconds=time.perf_counter() - t0)
-            wants_stop = _agree(accelerator, stop_signal.signum != 0)
-            if wants_stop and step < config.steps:
-                progress.write(f"train: {stop_signal.name or 'SIGTERM'} received; saving a checkpoint at step {step} "
+        stop.install()
+        while run.step < config.steps:
+            t0, keys = time.perf_counter(), _step(run)
+            record = progress.update(run.step, loss=run.loss, lr=run.lr,
+                                     metrics=run.metrics, seconds=time.perf_counter() - t0)
+            wants_stop = _agree(run.accelerator, stop.signum != 0)
+            if wants_stop and run.step < config.steps:
+                progress.write(f"train: {stop.name or 'SIGTERM'} received; saving a checkpoint at step {run.step} "
                                "(press Ctrl-C again to abort without saving)")
             saved = None
-            if step % config.checkpoint_every == 0 or step == config.steps or wants_stop:
-                saved = last_ckpt = _save(accelerator, out, step, samples_consumed, raw_unet, optimizer,
-                                          lr_scheduler, generator, cfg_dict, config.name, cache, base.kind, trained)
-            event = StepEvent(step=step, record=record, unet=raw_unet, keys=keys, rank=rank, checkpoint=saved,
-                              extras={"modules": modules} if modules else {})
-            by_callback = _agree(accelerator, any([bool(cb(event)) for cb in callbacks]))
-            if (wants_stop or by_callback) and step < config.steps:
-                if saved is None:
-                    saved = last_ckpt = _save(accelerator, out, step, samples_consumed, raw_unet, optimizer,
-                                              lr_scheduler, generator, cfg_dict, config.name, cache, base.kind,
-                                              trained)
-                interrupted = (stop_signal.name or "SIGTERM") if wants_stop else "callback"
-                progress.write(f"train: stopped by {interrupted} after step {step}/{config.steps}; checkpoint "
+            if run.step % config.checkpoint_every == 0 or run.step == config.steps or wants_stop:
+                saved = _save(run)
+            event = StepEvent(step=run.step, record=record, unet=run.raw_unet, keys=keys, rank=run.accelerator.process_index,
+                              checkpoint=saved, extras={"modules": run.modules} if run.modules else {})
+            by_callback = _agree(run.accelerator, any([bool(cb(event)) for cb in callbacks]))
+            if (wants_stop or by_callback) and run.step < config.steps:
+                saved = saved or _save(run)
+                interrupted = (stop.name or "SIGTERM") if wants_stop else "callback"
+                progress.write(f"train: stopped by {interrupted} after step {run.step}/{config.steps}; checkpoint "
                                f"saved to {saved}; continue with --set resume=latest")
                 break
     finally:
-        stop_signal.uninstall()
+        stop.uninstall()
         progress.close()
-
-    # -- save -------------------------------------------------------------------------------------------
-    if cache is not None:
-        cache.flush()
-    lora_path = out / f"{config.name}.safetensors"
-    if interrupted:
-        lora_path = out / f"{config.name}-step{step}.safetensors"
-    elif accelerator.is_main_process:
-        if setup is not None:  # the objective's file is the output; a LoRA trained beside it gets its own name
-            objective.export(lora_path, config=cfg_dict, step=step)
-        if use_lora:
-            lora_file = lora_path if setup is None else out / f"{config.name}-lora.safetensors"
-            save_lora(lora_file, raw_unet, config=cfg_dict, step=step, base_kind=base.kind)
-        atomic_write_text(out / "config.json", json.dumps(cfg_dict, indent=2) + "\n")
-    accelerator.wait_for_everyone()
-    checkpoints = tuple(c.path for c in ckpt_io.checkpoint_dirs(out))
-    return TrainResult(lora_path=lora_path, steps=step, final_loss=final_loss, metrics=final_metrics,
-                       out_dir=out, checkpoints=checkpoints, interrupted=interrupted, output_kind=output_kind)
+    return _finish(run, interrupted)
 
 
 # ---------------------------------------------------------------------------------------------------
-# helpers of the loop (in the order the loop uses them)
+# one step, a checkpoint, the end
 
 
-def _check_resume(config, cfg_dict: dict, resume, out: Path, world: int, extra_identity: tuple = ()) -> None:
-    if resume is None:
-        existing = ckpt_io.checkpoint_dirs(out)
-        if existing:
-            raise ConfigError(
-                f"train: out must not hold another run's checkpoints when starting fresh, got "
-                f"{len(existing)} in {out / ckpt_io.CHECKPOINT_DIR} (newest step {existing[-1].step}); "
-                "fix: --set resume=latest to continue that run, or choose another out folder"
-            )
-        return
-    diffs = [f"{k}: checkpoint {resume.config.get(k)!r}, now {cfg_dict.get(k)!r}"
-             for k in RESUME_IDENTITY + extra_identity if resume.config.get(k) != cfg_dict.get(k)]
-    if resume.world_size != world:
-        diffs.append(f"processes: checkpoint {resume.world_size}, now {world}")
-    if diffs:
-        raise ConfigError(f"train: resume must use the settings of the run it continues, got differences in "
-                          f"{resume.path}:\n  " + "\n  ".join(diffs) + "\nfix: use the checkpoint's values")
+def _step(run: Run) -> list[str]:
+    """One optimizer step of ``grad_accum`` micro-batches; sets ``run.loss``/``metrics``/``lr``; returns the keys."""
+    config, accelerator = run.config, run.accelerator
+    device = accelerator.device
+    loss_sum = torch.zeros((), device=device)
+    metric_sums: dict[str, torch.Tensor] = {}
+    keys: list[str] = []
+    for _ in range(config.grad_accum):
+        inputs = run.encoder(next(run.loader))
+        keys += inputs["keys"]
+        with accelerator.accumulate(*run.synced):
+            run.ctx.step = run.step
+            result = run.objective(inputs, run.ctx)
+            loss = accelerator.reduce(result.loss.detach().float(), "mean")  # same on every process
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(_nan_message("loss", loss.item(), run.step + 1, run.last_checkpoint))
+            metrics = dict(result.metrics)
+            if isinstance(run.objective, OwnsBackward):  # e.g. mpd: per-task gradients
+                metrics.update(run.objective.backward(result, run.params, accelerator, step=run.step) or {})
+            else:
+                accelerator.backward(result.loss)
+            if accelerator.sync_gradients:
+                norm = accelerator.clip_grad_norm_(run.params, config.max_grad_norm)
+                if accelerator.mixed_precision != "fp16" and not torch.isfinite(norm):  # fp16: the scaler skips it
+                    raise NonFiniteLossError(_nan_message("gradient norm", float(norm), run.step + 1,
+                                                          run.last_checkpoint))
+            run.optimizer.step()
+            run.optimizer.zero_grad(set_to_none=True)
+        loss_sum += loss
+        if metrics:  # averaged over processes in one all-reduce
+            logged = accelerator.reduce(torch.stack([torch.as_tensor(v, dtype=torch.float32, device=device)
+                                                     .detach().reshape(()) for v in metrics.values()]), "mean")
+            for k, v in zip(metrics, logged):
+                metric_sums[k] = metric_sums.get(k, 0) + v
+    run.lr = run.lr_scheduler.get_last_lr()[0]
+    run.lr_scheduler.step()
+    run.step += 1
+    run.samples += config.grad_accum * config.batch_size
+    if run.static_aug and run.dataset_len is not None and run.encoder.items_seen >= run.dataset_len:
+        run.encoder.offload()  # every latent is cached: the VAE/text encoders can leave the GPU
+    run.loss = loss_sum.item() / config.grad_accum
+    run.metrics = {k: v.item() / config.grad_accum for k, v in metric_sums.items()}
+    return keys
 
 
-def _check_images_per_sample(dataset, objective) -> None:
-    """A single-image dataset given to dpo fails here, before any model loads."""
-    n = getattr(dataset, "images_per_sample", None)
-    if n is None:  # read one item
-        item = dataset[0] if hasattr(dataset, "__len__") else next(iter(dataset))
-        n = item["pixels"].shape[0]
-    if n < objective.images_per_sample:
-        raise ConfigError(
-            f"train: objective {objective.name!r} needs {objective.images_per_sample} images per sample "
-            f"(chosen + rejected pairs), got a dataset with {n}; fix: use a pair dataset "
-            '({"prompt", "chosen", "rejected"} lines) or --objective sft'
-        )
+def _save(run: Run) -> Path:
+    """Checkpoint ``run.step`` (every process); refuses non-finite trained weights."""
+    named = [(n, p) for n, p in run.raw_unet.named_parameters() if p.requires_grad] if run.raw_unet is not None else []
+    named += [(f"{m}.{n}", p) for m, module in run.modules.items() for n, p in module.named_parameters()
+              if p.requires_grad]
+    bad = [n for n, p in named if not torch.isfinite(p).all()]
+    if bad:
+        raise NonFiniteLossError(f"train: trained weights must be finite to checkpoint, got NaN/inf in {bad[:3]} "
+                                 f"at step {run.step}; the previous checkpoint is kept")
+    if run.cache is not None:
+        run.cache.flush()
+    exports, publish, step = {}, LORA_FILE, run.step
+    if run.use_lora:  # in the family's key format
+        exports[LORA_FILE] = lambda path: run.base.family.save_lora(path, run.raw_unet, config=run.cfg, step=step,
+                                                                     kind=run.base.kind)
+    if run.owns_modules:
+        objective = run.objective
+        publish = objective.export_name
+        exports[publish] = lambda path: objective.export(path, config=run.cfg, step=step)
+    run.last_checkpoint = save_checkpoint(
+        run.accelerator, run.out, step=run.step, samples_consumed=run.samples,
+        optimizer=run.optimizer, lr_scheduler=run.lr_scheduler, generator=run.generator, config=run.cfg,
+        name=run.config.name, exports=exports, publish=publish)
+    return run.last_checkpoint
 
 
-def _make_optimizer(params: list[torch.nn.Parameter], config, accelerator) -> torch.optim.Optimizer:
-    if config.use_8bit_adam:
-        try:
-            import bitsandbytes as bnb
-
-            return bnb.optim.AdamW8bit(params, lr=config.learning_rate)
-        except ImportError:
-            if accelerator.is_main_process:
-                print("train: use_8bit_adam=true but bitsandbytes does not import; using torch AdamW "
-                      "(pip install bitsandbytes on a CUDA machine)", flush=True)
-    return torch.optim.AdamW(params, lr=config.learning_rate)
-
-
-def _rank_seed(seed: int, rank: int) -> int:
-    """Independent noise streams per process, reproducible from (seed, rank)."""
-    return int.from_bytes(hashlib.sha256(f"noise:{seed}:{rank}".encode()).digest()[:8], "little") >> 1
+def _finish(run: Run, interrupted: str) -> TrainResult:
+    """Write the final output (the LoRA, or the objective's export) unless interrupted; the result."""
+    config, out = run.config, run.out
+    if run.cache is not None:
+        run.cache.flush()
+    lora_path = out / (run.objective.output_file if run.owns_modules else "{name}.safetensors").format(name=config.name)
+    if interrupted:
+        lora_path = out / f"{config.name}-step{run.step}.safetensors"
+    elif run.is_main:
+        if run.owns_modules:  # the objective's file is the output; a LoRA trained beside it gets its own name
+            run.objective.export(lora_path, config=run.cfg, step=run.step)
+        if run.use_lora:
+            lora_file = lora_path if not run.owns_modules else out / f"{config.name}-lora.safetensors"
+            run.base.family.save_lora(lora_file, run.raw_unet, config=run.cfg, step=run.step, kind=run.base.kind)
+        atomic_write_text(out / "config.json", json.dumps(run.cfg, indent=2) + "\n")
+    run.accelerator.wait_for_everyone()
+    kind = getattr(run.objective, "output_kind", "LoRA") if run.owns_modules else "LoRA"
+    return TrainResult(lora_path=lora_path, steps=run.step, final_loss=run.loss, metrics=run.metrics, out_dir=out,
+                       checkpoints=tuple(c.path for c in checkpoint_dirs(out)), interrupted=interrupted,
+                       output_kind=kind)
 
 
 def _nan_message(what: str, value: float, step: int, last_ckpt: Path | None) -> str:
@@ -386,25 +238,3 @@ def _agree(accelerator, flag: bool) -> bool:
         return flag
     t = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
     return bool(accelerator.reduce(t, "sum").item() > 0)
-
-
-def _save(accelerator, out, step, samples, raw_unet, optimizer, lr_scheduler, generator, cfg_dict, name, cache,
-          base_kind, trained):
-    """Checkpoint ``step``; ``trained`` = {"lora": bool, "objective": one with ``setup`` or None, "modules": ...}."""
-    named = [(n, p) for n, p in raw_unet.named_parameters() if p.requires_grad]
-    named += [(f"{m}.{n}", p) for m, module in trained["modules"].items() for n, p in module.named_parameters()
-              if p.requires_grad]
-    bad = [n for n, p in named if not torch.isfinite(p).all()]
-    if bad:
-        raise NonFiniteLossError(f"train: trained weights must be finite to checkpoint, got NaN/inf in {bad[:3]} "
-                                 f"at step {step}; the previous checkpoint is kept")
-    if cache is not None:
-        cache.flush()
-    objective, exports, publish = trained["objective"], {}, ckpt_io.LORA_FILE
-    if objective is not None:
-        publish = objective.export_name
-        exports[publish] = lambda path: objective.export(path, config=cfg_dict, step=step)
-    return ckpt_io.save_checkpoint(accelerator, out, step=step, samples_consumed=samples, unet=raw_unet,
-                                   optimizer=optimizer, lr_scheduler=lr_scheduler, generator=generator,
-                                   config=cfg_dict, name=name, base_kind=base_kind, lora=trained["lora"],
-                                   exports=exports, publish=publish)

@@ -19,11 +19,11 @@ Only the tensor *shapes* are read here (no weights), so detection of a 7 GB file
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from ..core.errors import ConfigError
+from ..core.ldm_unet import count_indices, read_layout
 
 __all__ = [
     "UNET_PREFIX",
@@ -144,12 +144,6 @@ def detect_family(shapes: Shapes, *, source: str = "checkpoint") -> str:
     )
 
 
-def _count(shapes: Shapes, pattern: str) -> int:
-    """Number of distinct integer indices ``N`` in keys matching ``pattern`` (a regex with one group)."""
-    rx = re.compile(pattern)
-    return len({m.group(1) for k in shapes if (m := rx.match(k))})
-
-
 def infer_unet_config(shapes: Shapes, base: dict, family: str) -> dict:
     """The diffusers ``UNet2DConditionModel`` config for the LDM UNet in ``shapes``.
 
@@ -157,44 +151,29 @@ def infer_unet_config(shapes: Shapes, base: dict, family: str) -> dict:
     width, projection type and the SDXL embedding width are replaced by what the weights say.
     """
     sd = {k[len(UNET_PREFIX):]: s for k, s in shapes.items() if k.startswith(UNET_PREFIX)}
-    levels: list[list[int]] = [[]]  # input-block ids per resolution level
-    i = 1
-    while f"input_blocks.{i}.0.op.weight" in sd or f"input_blocks.{i}.0.in_layers.0.weight" in sd:
-        if f"input_blocks.{i}.0.op.weight" in sd:
-            levels.append([])
-        else:
-            levels[-1].append(i)
-        i += 1
-    per_level = {len(ids) for ids in levels}
-    if not levels[0] or len(per_level) != 1:
-        raise ConfigError(
-            f"{_WHAT}: the UNet must have the same number (≥ 1) of res blocks per level, got {[len(x) for x in levels]}"
-        )
-    channels = [sd[f"input_blocks.{ids[0]}.0.out_layers.3.weight"][0] for ids in levels]
-    depth = [_count(sd, rf"input_blocks\.{ids[0]}\.1\.transformer_blocks\.(\d+)\.") for ids in levels]
+    layout = read_layout(sd, where=_WHAT)
+    channels, depth = list(layout.channels), list(layout.depth)
     has_attn = [d > 0 for d in depth]
-    proj = [s for k, s in sd.items() if k.endswith(".proj_in.weight")]
-    contexts = {s[-1] for k, s in sd.items() if k.endswith("attn2.to_k.weight")}
     cfg = dict(base)
     cfg.update(
-        in_channels=sd["input_blocks.0.0.weight"][1],
-        out_channels=sd["out.2.weight"][0],
+        in_channels=layout.in_channels,
+        out_channels=layout.out_channels,
         block_out_channels=channels,
-        layers_per_block=per_level.pop(),
+        layers_per_block=layout.layers_per_block,
         down_block_types=["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in has_attn],
         up_block_types=["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(has_attn)],
-        use_linear_projection=bool(proj) and len(proj[0]) == 2,
+        use_linear_projection=layout.linear_projection,
     )
-    if contexts:
-        cfg["cross_attention_dim"] = contexts.pop()
-    mid_depth = _count(sd, r"middle_block\.1\.transformer_blocks\.(\d+)\.")
+    if layout.contexts:
+        cfg["cross_attention_dim"] = layout.contexts[-1]
+    mid_depth = layout.mid_depth
     if family == "sdxl":
         cfg["attention_head_dim"] = [max(1, c // 64) for c in channels]
         tlpb = [d if d else 1 for d in depth]
         if mid_depth and mid_depth != tlpb[-1]:
             raise ConfigError(f"{_WHAT}: SDXL middle-block depth {mid_depth} must equal the last level's {tlpb[-1]}")
         cfg["transformer_layers_per_block"] = tlpb
-        cfg["projection_class_embeddings_input_dim"] = sd["label_emb.0.0.weight"][1]
+        cfg["projection_class_embeddings_input_dim"] = layout.label_emb_dim
     elif any(d > 1 for d in depth) or mid_depth > 1:
         cfg["transformer_layers_per_block"] = [d if d else 1 for d in depth]
     return cfg
@@ -226,14 +205,14 @@ def infer_vae_config(shapes: Shapes, base: dict) -> dict:
         raise ConfigError(
             f"{_WHAT}: the checkpoint must contain its VAE ('first_stage_model.encoder.*'), got keys {_examples(sd) or 'none'}"
         )
-    n_levels = _count(sd, r"encoder\.down\.(\d+)\.")
+    n_levels = count_indices(sd, r"encoder\.down\.(\d+)\.")
     cfg = dict(base)
     cfg.update(
         in_channels=sd["encoder.conv_in.weight"][1],
         out_channels=sd["decoder.conv_out.weight"][0],
         latent_channels=sd["encoder.conv_out.weight"][0] // 2,
         block_out_channels=[sd[f"encoder.down.{i}.block.0.conv1.weight"][0] for i in range(n_levels)],
-        layers_per_block=_count(sd, r"encoder\.down\.0\.block\.(\d+)\."),
+        layers_per_block=count_indices(sd, r"encoder\.down\.0\.block\.(\d+)\."),
         down_block_types=["DownEncoderBlock2D"] * n_levels,
         up_block_types=["UpDecoderBlock2D"] * n_levels,
     )
@@ -250,13 +229,13 @@ def infer_clip_config(shapes: Shapes, base: dict, prefix: str, layout: str) -> d
     if layout == "hf":
         vocab, hidden = sd["embeddings.token_embedding.weight"]
         positions = sd["embeddings.position_embedding.weight"][0]
-        layers = _count(sd, r"encoder\.layers\.(\d+)\.")
+        layers = count_indices(sd, r"encoder\.layers\.(\d+)\.")
         inner = sd["encoder.layers.0.mlp.fc1.weight"][0]
         proj = base["projection_dim"]
     else:
         vocab, hidden = sd["token_embedding.weight"]
         positions = sd["positional_embedding"][0]
-        layers = _count(sd, r"transformer\.resblocks\.(\d+)\.")
+        layers = count_indices(sd, r"transformer\.resblocks\.(\d+)\.")
         inner = sd["transformer.resblocks.0.mlp.c_fc.weight"][0]
         proj = sd["text_projection"][1] if "text_projection" in sd else hidden
     cfg = dict(base)

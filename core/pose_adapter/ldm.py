@@ -12,12 +12,12 @@ own (``convert_ldm_unet_checkpoint``). Only the encoder half and the middle bloc
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 
 import torch
 
 from ..errors import ConfigError
+from ..ldm_unet import read_layout
 from .config import PoseAdapterConfig
 
 __all__ = ["LDM_PREFIX", "config_from_ldm", "ldm_to_diffusers", "read_ldm_unet", "adapter_from_ldm"]
@@ -25,11 +25,6 @@ __all__ = ["LDM_PREFIX", "config_from_ldm", "ldm_to_diffusers", "read_ldm_unet",
 #: Where a single-file SD checkpoint keeps its UNet.
 LDM_PREFIX = "model.diffusion_model."
 SDXL_TIME_EMBED = 256
-
-
-def _depth(shapes: Mapping, block: str) -> int:
-    rx = re.compile(re.escape(block) + r"\.1\.transformer_blocks\.(\d+)\.")
-    return len({m.group(1) for k in shapes if (m := rx.match(k))})
 
 
 def config_from_ldm(shapes: Mapping[str, tuple], *, prefix: str = LDM_PREFIX, **pose_options) -> PoseAdapterConfig:
@@ -42,38 +37,22 @@ def config_from_ldm(shapes: Mapping[str, tuple], *, prefix: str = LDM_PREFIX, **
     if "input_blocks.0.0.weight" not in s:
         raise ConfigError(f"{where}: the checkpoint must hold an SD UNet under {prefix!r} (input_blocks.0.0.weight), "
                           f"got {len(s)} keys there; pass the UNet's prefix (ComfyUI: 'diffusion_model.')")
-    levels: list[list[int]] = [[]]
-    i = 1
-    while f"input_blocks.{i}.0.op.weight" in s or f"input_blocks.{i}.0.in_layers.0.weight" in s:
-        if f"input_blocks.{i}.0.op.weight" in s:
-            levels.append([])
-        else:
-            levels[-1].append(i)
-        i += 1
-    per_level = {len(ids) for ids in levels}
-    if not levels[0] or len(per_level) != 1:
-        raise ConfigError(f"{where}: the UNet must have the same number (>= 1) of res blocks per level, "
-                          f"got {[len(x) for x in levels]}")
-    channels = tuple(s[f"input_blocks.{ids[0]}.0.out_layers.3.weight"][0] for ids in levels)
-    depth = tuple(_depth(s, f"input_blocks.{ids[0]}") for ids in levels)
-    contexts = {v[1] for k, v in s.items() if k.endswith("attn2.to_k.weight")}
-    if len(contexts) != 1:
-        raise ConfigError(f"{where}: the UNet must have cross-attention with one context width, got {sorted(contexts)}")
-    context = contexts.pop()
-    proj = [v for k, v in s.items() if k.endswith(".proj_in.weight")]
-    sdxl = "label_emb.0.0.weight" in s
+    layout = read_layout(s, where=where)
+    if len(layout.contexts) != 1:
+        raise ConfigError(f"{where}: the UNet must have cross-attention with one context width, got {list(layout.contexts)}")
+    context = layout.contexts[0]
     return PoseAdapterConfig(
-        in_channels=s["input_blocks.0.0.weight"][1],
-        block_out_channels=channels,
-        layers_per_block=per_level.pop(),
-        cross_attention=tuple(d > 0 for d in depth),
-        transformer_layers=tuple(max(d, 1) for d in depth),
-        mid_transformer_layers=max(_depth(s, "middle_block"), 1),
-        num_attention_heads=tuple(8 if context == 768 else max(1, c // 64) for c in channels),
+        in_channels=layout.in_channels,
+        block_out_channels=layout.channels,
+        layers_per_block=layout.layers_per_block,
+        cross_attention=tuple(d > 0 for d in layout.depth),
+        transformer_layers=tuple(max(d, 1) for d in layout.depth),
+        mid_transformer_layers=max(layout.mid_depth, 1),
+        num_attention_heads=tuple(8 if context == 768 else max(1, c // 64) for c in layout.channels),
         cross_attention_dim=context,
-        use_linear_projection=bool(proj) and len(proj[0]) == 2,
-        addition_embed_dim=s["label_emb.0.0.weight"][1] if sdxl else 0,
-        addition_time_embed_dim=SDXL_TIME_EMBED if sdxl else 0,
+        use_linear_projection=layout.linear_projection,
+        addition_embed_dim=layout.label_emb_dim,
+        addition_time_embed_dim=SDXL_TIME_EMBED if layout.label_emb_dim else 0,
         norm_num_groups=32,
         **pose_options,
     )

@@ -4,7 +4,6 @@
   GRPose: kernel 13, σ = 3 on the 512² skeleton image, any non-background pixel marks its 8×8 cell).
 - :func:`pose_masked_error`: ``mean((α·M + (1 − M)) ⊙ (pred − target)²)`` per sample, α = 5, normalised
   over every element (GRPose's ``mean([1, 2, 3])``), via :func:`vitruvian.core.objectives.losses.denoise_error`.
-- :func:`predicted_x0`: x̂0 from an ε- or v-prediction.
 - :func:`pose_perception_loss`: ``‖φ(D(x̂0)) − φ(x_ref)‖²`` per sample for a *torch* pose network φ, so the
   gradient reaches the adapter through the VAE decoder and x̂0. (The released GRPose code sends both
   images through numpy/uint8 and mmpose, so its term has no gradient; methods.md §5(g).) The caller
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 
 from ..objectives.losses import denoise_error
 
-__all__ = ["skeleton_mask", "pose_masked_error", "predicted_x0", "pose_perception_loss"]
+__all__ = ["skeleton_mask", "pose_masked_error", "pose_perception_loss"]
 
 
 def skeleton_mask(hint: torch.Tensor, latent_size: tuple[int, int], *, kernel: int = 13, sigma: float = 3.0,
@@ -68,17 +67,6 @@ def pose_masked_error(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tens
                          f"got {tuple(mask.shape)}")
     weights = alpha * mask + (1.0 - mask)
     return denoise_error(pred, target, weights.to(pred.device), norm="all")
-
-
-def predicted_x0(alphas_cumprod: torch.Tensor, x_t: torch.Tensor, pred: torch.Tensor, t: torch.Tensor,
-                 prediction_type: str = "epsilon") -> torch.Tensor:
-    """x̂0 from the model output: ε → (x_t − √(1−ᾱ)·ε̂)/√ᾱ; v → √ᾱ·x_t − √(1−ᾱ)·v̂. ``(B, C, h, w)``."""
-    a = alphas_cumprod.to(x_t.device)[t.to(x_t.device)].float().view(-1, 1, 1, 1)
-    if prediction_type == "epsilon":
-        return (x_t - (1 - a).sqrt() * pred) / a.sqrt()
-    if prediction_type == "v_prediction":
-        return a.sqrt() * x_t - (1 - a).sqrt() * pred
-    raise ValueError(f"predicted_x0: prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
 
 
 def pose_perception_loss(pose_net: torch.nn.Module, image: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 
 from vitruvian.core.objectives.losses import denoise_error
 from vitruvian.trainers.objectives import FaceGuidance, ObjectiveContext, get_objective
-from vitruvian.trainers.objectives.face_guidance import guidance_target
+from vitruvian.trainers.families.ddpm import DDPMProcess
 
 from ..tiny import tiny_scheduler
 from .objective_kit import FACE, region_pairs, run_cli
@@ -28,7 +28,7 @@ def test_target_value():
     x0_g, x0_b, eps = (torch.randn(2, 4, 8, 8, generator=g) for _ in range(3))
     t = torch.tensor([10, 700])
     x_t = sched.add_noise(x0_b, eps, t)
-    star = guidance_target(sched, x_t, x0_g, t)
+    star = DDPMProcess(sched).target_towards(x_t, x0_g, t)
     a = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
     assert torch.allclose(star, eps + (a / (1 - a)).sqrt() * (x0_b - x0_g), atol=1e-4)
     assert torch.allclose((x_t - (1 - a).sqrt() * star) / a.sqrt(), x0_g, atol=1e-4)
@@ -52,7 +52,7 @@ def test_error_drops_inside_only():
         x_t = sched.add_noise(x0_b, eps, t)
         with torch.no_grad():
             pred = model(x_t, t)[0]
-        star = guidance_target(sched, x_t, x0_g, t)
+        star = DDPMProcess(sched).target_towards(x_t, x0_g, t)
         m = inside.expand(2, 1, 8, 8)
         return denoise_error(pred, star, m, "mask").mean().item(), denoise_error(pred, star, 1 - m, "mask").mean().item()
 

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from vitruvian.core.errors import ConfigError
-from vitruvian.trainers.hg_dpo import combine_lora_files, stage_plan
-from vitruvian.trainers.hg_dpo.pools import resolve_scorer, sharpness_score
+from vitruvian.trainers.recipes.hg_dpo import combine_lora_files, stage_plan
+from vitruvian.trainers.recipes.hg_dpo.pools import resolve_scorer, sharpness_score
 from vitruvian.trainers.lora_layers import adapters_disabled, add_lora, merge_lora
 from vitruvian.trainers.objectives import HGDPO, ObjectiveContext
-from vitruvian.trainers.objectives.hg_dpo import channel_stat_loss, predicted_x0
+from vitruvian.trainers.families.ddpm import DDPMProcess
+from vitruvian.trainers.objectives.hg_dpo import channel_stat_loss
 
 from ..tiny import tiny_scheduler, tiny_unet
 from .objective_kit import region_singles, run_cli
@@ -98,7 +99,7 @@ class TestStatLoss:
         sched = tiny_scheduler()
         x0, eps = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
         t = torch.tensor([5, 900])
-        assert torch.allclose(predicted_x0(sched, sched.add_noise(x0, eps, t), eps, t), x0, atol=1e-3)
+        assert torch.allclose(DDPMProcess(sched).predicted_x0(sched.add_noise(x0, eps, t), eps, t), x0, atol=1e-3)
 
     @pytest.mark.slow
     def test_reduces_colour_drift(self):
@@ -119,7 +120,7 @@ class TestStatLoss:
                 x_t = sched.add_noise(x0, torch.randn(x0.shape, generator=torch.Generator().manual_seed(9)), t)
                 with torch.no_grad():
                     pred = unet(x_t, t, **batch["cond"], return_dict=False)[0]
-                return channel_stat_loss(predicted_x0(sched, x_t, pred, t), x0).mean().item()
+                return channel_stat_loss(DDPMProcess(sched).predicted_x0(x_t, pred, t), x0).mean().item()
 
             before = drift()
             for _ in range(6):
@@ -138,7 +139,7 @@ class TestStatLoss:
 class TestScorer:
     def test_resolve(self):
         assert resolve_scorer("sharpness") is sharpness_score
-        assert resolve_scorer("vitruvian.trainers.hg_dpo.pools:sharpness_score") is sharpness_score
+        assert resolve_scorer("vitruvian.trainers.recipes.hg_dpo.pools:sharpness_score") is sharpness_score
         with pytest.raises(ConfigError, match="module:function"):
             resolve_scorer("pickscore")
         with pytest.raises(ConfigError, match="importable"):

@@ -18,7 +18,8 @@ from vitruvian.trainers.objectives import (
     get_objective,
     objective_names,
 )
-from vitruvian.trainers.objectives.noising import drop_prompts, noisy_latents_and_target, repeat_cond
+from vitruvian.trainers.families.ddpm import DDPMProcess
+from vitruvian.trainers.objectives.noising import drop_prompts, repeat_cond
 
 from ..tiny import tiny_scheduler, tiny_unet
 
@@ -194,7 +195,7 @@ class TestSFT:
 
         scheduler = DDPMScheduler.from_config(tiny_scheduler().config, prediction_type="sample")
         with pytest.raises(ValueError, match=r"prediction_type must be 'epsilon' or 'v_prediction', got 'sample'"):
-            noisy_latents_and_target(scheduler, torch.zeros(1, 4, 8, 8), torch.zeros(1, 4, 8, 8), torch.zeros(1).long())
+            DDPMProcess(scheduler).add_noise(torch.zeros(1, 4, 8, 8), torch.zeros(1, 4, 8, 8), torch.zeros(1).long())
 
     def test_deterministic_given_generator(self):
         unet = lora_unet(random_b=True)

@@ -59,7 +59,7 @@ def train_lora(base, objective, path, seed=0):
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", ["patch-dpo", "mpd", "face-guidance", "hg-dpo"])
 def test_lora_loads_in_comfyui(objective, comfy_host, tiny_checkpoint, comfy_prefix, tmp_path):
-    from vitruvian.trainers.hg_dpo import combine_lora_files
+    from vitruvian.trainers.recipes.hg_dpo import combine_lora_files
     from vitruvian.trainers.models import load_base
 
     from ..tiny_checkpoint import txt2img_prompt

@@ -1,7 +1,10 @@
-"""Training objectives: the ``Objective`` protocol and the registry the CLI and loop look names up in.
+"""Training objectives: the ``Objective`` protocol and the registry the loop looks names up in.
+
+An objective turns one model-ready batch into a loss (plus optional hooks, ``objectives.base``); runs made of
+several runs are recipes (``trainers.recipes``); ``trainers.registry`` lists both for the CLI.
 
 >>> objective_names()
-('dpo', 'face-guidance', 'hg-dpo', 'hg-dpo-stage', 'mpd', 'patch-dpo', 'pose-adapter', 'sft', 'train-scorer')
+('dpo', 'face-guidance', 'hg-dpo-stage', 'mpd', 'patch-dpo', 'pose-adapter', 'sft', 'train-scorer')
 >>> get_objective("dpo").images_per_sample
 2
 """
@@ -29,7 +32,6 @@ __all__ = [
     "ObjectiveFactory",
     "objective_names",
     "get_objective",
-    "objective_output",
     "SFT",
     "DPO",
     "PatchDPO",
@@ -40,40 +42,22 @@ __all__ = [
     "PoseAdapterObjective",
 ]
 
-#: name → factory(config or None) → Objective. Later objectives (hg-dpo, patch-dpo, mpd, …) add entries.
+#: name → factory(config or None) → Objective.
 OBJECTIVES: dict[str, ObjectiveFactory] = {
     "sft": SFT.from_config,
     "dpo": DPO.from_config,
     "patch-dpo": PatchDPO.from_config,
     "mpd": MPD.from_config,
     "face-guidance": FaceGuidance.from_config,
-    "hg-dpo": lambda config=None: _hg_curriculum(config),
     "hg-dpo-stage": HGDPO.from_config,
     "train-scorer": TrainScorer.from_config,
     "pose-adapter": PoseAdapterObjective.from_config,
 }
 
 
-def _hg_curriculum(config):
-    from ..hg_dpo import HGDPOCurriculum  # pools/pipelines: imported only when hg-dpo is asked for
-
-    return HGDPOCurriculum.from_config(config)
-
-
 def objective_names() -> tuple[str, ...]:
     """The registered objective names, sorted."""
     return tuple(sorted(OBJECTIVES))
-
-
-def objective_output(name: str) -> tuple[str, str]:
-    """``(kind, file name pattern)`` of what objective ``name`` writes into ``out``: ``("LoRA",
-    "{name}.safetensors")`` unless its class says otherwise (``output_kind``, ``output_file``), e.g.
-    ``("scorer", "{name}-scorer.safetensors")``. Nothing is built or imported beyond the registry."""
-    owner = getattr(OBJECTIVES.get(name), "__self__", None)  # a bound from_config classmethod
-    if name not in OBJECTIVES:
-        get_objective(name)  # raises the ConfigError listing the names
-    return (str(getattr(owner, "output_kind", "LoRA")),
-            str(getattr(owner, "output_file", "{name}.safetensors")))
 
 
 def get_objective(name: str, config: Any = None) -> Objective:

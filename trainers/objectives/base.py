@@ -9,13 +9,14 @@ model-ready batch into a loss. The batch it receives (built by ``trainers.latent
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Cond", "Objective", "ObjectiveContext", "ObjectiveOutput", "OPTIONAL_HOOKS"]
+__all__ = ["Cond", "Objective", "ObjectiveContext", "ObjectiveOutput", "ChecksDataset", "PreparesBase", "OwnsModules",
+           "OwnsBackward"]
 
 #: Text conditioning as the UNet takes it: tensors with B rows, possibly nested one level
 #: (``added_cond_kwargs`` for SDXL).
@@ -28,9 +29,10 @@ class ObjectiveContext:
 
     Attributes:
         unet: the policy exactly as the loop calls it for the gradient pass (possibly wrapped by
-            accelerate/DDP); LoRA adapters enabled.
-        scheduler: the diffusers ``DDPMScheduler`` (``alphas_cumprod``, ``num_train_timesteps``,
-            ``prediction_type`` "epsilon" or "v_prediction").
+            accelerate/DDP); LoRA adapters enabled. None for an objective with ``needs_base = False``.
+        scheduler: the base's training scheduler (SD: the diffusers ``DDPMScheduler``).
+        process: the family's forward process (``trainers.families.base.ForwardProcess``: draw t, noise x0,
+            the target, call the model, x̂0); built from ``scheduler`` (DDPM) when not given.
         generator: the one generator for timesteps, noise and prompt dropping; the loop saves its
             state in every checkpoint, so a resumed run draws the same numbers.
         empty_cond: conditioning of the empty prompt ``""`` with one row, or None when no objective
@@ -41,12 +43,19 @@ class ObjectiveContext:
             objective has none.
     """
 
-    unet: torch.nn.Module
+    unet: torch.nn.Module | None
     scheduler: Any
     generator: torch.Generator
     empty_cond: Cond | None = None
     step: int = 0
     modules: dict[str, torch.nn.Module] = field(default_factory=dict)
+    process: Any = None
+
+    def __post_init__(self):
+        if self.process is None and self.scheduler is not None:
+            from ..families.ddpm import DDPMProcess
+
+            self.process = DDPMProcess(self.scheduler)
 
 
 @dataclass(frozen=True)
@@ -81,32 +90,59 @@ class Objective(Protocol):
     def __call__(self, batch: Mapping[str, Any], ctx: ObjectiveContext) -> ObjectiveOutput: ...
 
 
-#: Optional members the loop looks up with ``getattr`` (an objective defines only those it needs).
-#:
-#: ``drive(config, *, callbacks) -> TrainResult``
-#:     The objective runs the whole job itself (hg-dpo's stages, train-scorer); ``train`` returns its result.
-#: ``check_dataset(records) -> None``
-#:     Called with ``validate_dataset``'s records (``[]`` for parquet folders) before any model loads;
-#:     raises ``DatasetError`` for data the objective cannot use (e.g. records without a ``pose``).
-#: ``prepare_base(base) -> None``
-#:     Called with the loaded, frozen ``BaseModel`` before any trainable weights are added.
-#: ``setup(unet) -> list[Parameter]``
-#:     The objective trains modules of its own: build them from the frozen (unwrapped) UNet under the run's
-#:     seed and return their parameters. The loop then optimises exactly these (no LoRA is added unless the
-#:     objective sets ``wants_lora = True``; then both train) and needs, with ``setup``:
-#:
-#:     - ``modules: dict[str, nn.Module]``: the modules holding those parameters. The loop
-#:       ``accelerator.prepare``-s each and passes the prepared ones as ``ctx.modules`` (same names).
-#:     - ``export(path, *, config: dict, step: int) -> Path``: write the trained modules as the user's
-#:       file, atomically. Used for every checkpoint (``<ckpt>/<export_name>``, copied to
-#:       ``<out>/<name>-step<N>.safetensors``) and for the final ``<out>/<name>.safetensors``.
-#:     - ``restore(path) -> None``: load an exported file back into the modules in place, bit-exactly
-#:       (resume); ``export_name``: that file's name inside a checkpoint folder.
-#:     - optional ``output_kind`` (words for messages, default "LoRA") and ``resume_identity`` (config keys
-#:       a resumed run must keep, besides the loop's ``RESUME_IDENTITY``).
-#: ``backward(result, params, accelerator, *, step) -> dict | None``
-#:     The objective runs the backward pass itself (mpd: per-task gradients).
-OPTIONAL_HOOKS = ("drive", "check_dataset", "prepare_base", "setup", "backward")
+# -- optional hooks: an objective implements a protocol below when it needs the loop to do more --------------
+# The loop asks ``isinstance(objective, ChecksDataset)`` etc. (runtime-checkable protocols): a hook is a
+# method with the right name, nothing to register.
+
+
+@runtime_checkable
+class ChecksDataset(Protocol):
+    """Refuses data it cannot use before any model loads (e.g. pose-adapter: records without a ``pose``)."""
+
+    def check_dataset(self, records: Sequence[Any]) -> None:
+        """``records``: ``validate_dataset``'s records (``[]`` for parquet folders); raises ``DatasetError``."""
+
+
+@runtime_checkable
+class PreparesBase(Protocol):
+    """Changes the loaded, frozen ``BaseModel`` before trainable weights are added (hg-dpo: merge the previous
+    stages' LoRAs; pose-adapter: take the VAE decoder)."""
+
+    def prepare_base(self, base: Any) -> None: ...
+
+
+@runtime_checkable
+class OwnsModules(Protocol):
+    """Trains modules of its own instead of (or, with ``wants_lora = True``, beside) a LoRA on the UNet.
+
+    The loop calls :meth:`setup` with the frozen, unwrapped UNet (None when ``needs_base`` is False) under the
+    run's seed and optimises exactly the returned parameters; it ``accelerator.prepare``-s each of
+    :attr:`modules` and passes the prepared ones as ``ctx.modules`` (same names). :meth:`export` writes the
+    user's file atomically — for every checkpoint (``<ckpt>/<export_name>``, copied to
+    ``<out>/<name>-step<N>.safetensors``) and for the final ``<out>/<name>.safetensors`` — and :meth:`restore`
+    loads one back bit-exactly (resume). Optional attributes: ``wants_lora`` (default False), ``needs_base``
+    (default True: False runs without a diffusion model, batches carry ``pixels``), ``output_kind`` (words for
+    messages, default "LoRA"), ``resume_identity`` (config keys a resumed run must keep).
+    """
+
+    export_name: str
+
+    @property
+    def modules(self) -> dict[str, torch.nn.Module]: ...
+
+    def setup(self, unet: torch.nn.Module | None) -> list[torch.nn.Parameter]: ...
+
+    def export(self, path: Any, *, config: dict, step: int) -> Any: ...
+
+    def restore(self, path: Any) -> None: ...
+
+
+@runtime_checkable
+class OwnsBackward(Protocol):
+    """Runs the backward pass itself (mpd: per-task gradients) instead of ``accelerator.backward(loss)``; returns
+    extra metrics or None."""
+
+    def backward(self, result: ObjectiveOutput, params: list, accelerator: Any, step: int = 0) -> dict | None: ...
 
 
 #: A registry entry: builds an objective from a ``TrainConfig`` (or None for its defaults).

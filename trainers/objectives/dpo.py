@@ -15,14 +15,7 @@ import torch
 
 from ...core.objectives.losses import CONVENTIONS, denoise_error, dpo_loss
 from .base import ObjectiveContext, ObjectiveOutput
-from .noising import (
-    drop_prompts,
-    noisy_latents_and_target,
-    predict,
-    repeat_cond,
-    sample_noise,
-    sample_timesteps,
-)
+from .noising import drop_prompts, repeat_cond, sample_noise
 
 __all__ = ["DPO"]
 
@@ -73,15 +66,15 @@ class DPO:
             )
         B = latents.shape[0]
         x0 = torch.cat([latents[:, 0], latents[:, 1]])  # (2B, C, h, w) [winners; losers]
-        t = sample_timesteps(B, ctx.scheduler, ctx.generator).repeat(2)  # shared per pair
+        t = ctx.process.sample_t(B, ctx.generator).repeat(2)  # shared per pair
         noise = sample_noise(x0[:B], ctx.generator).repeat(2, 1, 1, 1)  # shared per pair
         cond = drop_prompts(batch["cond"], ctx.empty_cond, self.proportion_empty_prompts, ctx.generator)
         cond = repeat_cond(cond, 2)
-        x_t, target = noisy_latents_and_target(ctx.scheduler, x0, noise, t)
+        x_t, target = ctx.process.add_noise(x0, noise, t)
 
         with torch.no_grad(), adapters_disabled(ctx.unet):
-            ref_err = denoise_error(predict(unwrap_model(ctx.unet), x_t, t, cond), target)
-        err = denoise_error(predict(ctx.unet, x_t, t, cond), target)  # (2B,) fp32
+            ref_err = denoise_error(ctx.process.predict(unwrap_model(ctx.unet), x_t, t, cond), target)
+        err = denoise_error(ctx.process.predict(ctx.unet, x_t, t, cond), target)  # (2B,) fp32
 
         err_w, err_l = err.chunk(2)
         ref_w, ref_l = ref_err.chunk(2)

@@ -24,18 +24,9 @@ import torch
 from ...core.objectives.losses import NORMS, denoise_error
 from ...core.objectives.masks import box_masks
 from .base import ObjectiveContext, ObjectiveOutput
-from .noising import drop_prompts, noisy_latents_and_target, predict, repeat_cond, sample_noise, sample_timesteps
+from .noising import drop_prompts, repeat_cond, sample_noise
 
-__all__ = ["FaceGuidance", "guidance_target"]
-
-
-def guidance_target(scheduler, x_t_bad: torch.Tensor, x0_good: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """The regression target that denoises (B, C, h, w) ``x_t_bad`` to ``x0_good`` at (B,) ``t``: ε* or v*."""
-    a = scheduler.alphas_cumprod.to(x_t_bad.device, torch.float32)[t.to(x_t_bad.device)].view(-1, 1, 1, 1)
-    eps_star = (x_t_bad.float() - a.sqrt() * x0_good.float()) / (1.0 - a).sqrt()
-    if scheduler.config.prediction_type == "v_prediction":
-        return a.sqrt() * eps_star - (1.0 - a).sqrt() * x0_good.float()
-    return eps_star
+__all__ = ["FaceGuidance"]
 
 
 @dataclass(frozen=True)
@@ -87,14 +78,14 @@ class FaceGuidance:
                              f"{tuple(latents.shape)}; fix: a pair dataset whose rejected image is the inpainted face")
         B, _, _, h, w = latents.shape
         x0_g, x0_b = latents[:, 0], latents[:, 1]
-        t = sample_timesteps(B, ctx.scheduler, ctx.generator)
+        t = ctx.process.sample_t(B, ctx.generator)
         noise = sample_noise(x0_g, ctx.generator)
         cond = drop_prompts(batch["cond"], ctx.empty_cond, self.proportion_empty_prompts, ctx.generator)
         x0 = torch.cat([x0_b, x0_g])
-        x_t, target = noisy_latents_and_target(ctx.scheduler, x0, noise.repeat(2, 1, 1, 1), t.repeat(2))
-        pred = predict(ctx.unet, x_t, t.repeat(2), repeat_cond(cond, 2))  # one call on [bad; good]
+        x_t, target = ctx.process.add_noise(x0, noise.repeat(2, 1, 1, 1), t.repeat(2))
+        pred = ctx.process.predict(ctx.unet, x_t, t.repeat(2), repeat_cond(cond, 2))  # one call on [bad; good]
         pred_b, pred_g = pred[:B], pred[B:]
-        star = guidance_target(ctx.scheduler, x_t[:B], x0_g, t)
+        star = ctx.process.target_towards(x_t[:B], x0_g, t)  # ε* (or v*): denoises the bad latent to the good image
         mask = self.face_mask(batch, (h, w)) if self.masked else None
         guide = denoise_error(pred_b, star, mask, self.norm)  # (B,)
         plain = denoise_error(pred_g, target[B:])

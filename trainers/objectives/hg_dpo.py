@@ -1,6 +1,6 @@
 """``hg-dpo``: one HG-DPO stage (Na et al., arXiv 2405.20216 v2): Diffusion-DPO + statistics matching.
 
-The curriculum (easy → normal → hard pair sources, pools, merging) lives in ``trainers.hg_dpo``; this
+The curriculum (easy → normal → hard pair sources, pools, merging) lives in the recipe ``trainers.recipes.hg_dpo``; this
 objective trains one stage on the pair folder the runner wrote. Per pair, as ``dpo`` (shared t and ε,
 reference = adapter-off UNet, run first under no_grad), plus
 
@@ -24,17 +24,9 @@ import torch
 
 from ...core.objectives.losses import CONVENTIONS, denoise_error, dpo_loss
 from .base import ObjectiveContext, ObjectiveOutput
-from .noising import drop_prompts, noisy_latents_and_target, predict, repeat_cond, sample_noise, sample_timesteps
+from .noising import drop_prompts, repeat_cond, sample_noise
 
-__all__ = ["HGDPO", "predicted_x0", "channel_stat_loss", "merge_lora_files"]
-
-
-def predicted_x0(scheduler, x_t: torch.Tensor, pred: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """x̂0 from the model output (ε̂ or v̂) at (B,) ``t``: (B, C, h, w) fp32."""
-    a = scheduler.alphas_cumprod.to(x_t.device, torch.float32)[t.to(x_t.device)].view(-1, 1, 1, 1)
-    if scheduler.config.prediction_type == "v_prediction":
-        return a.sqrt() * x_t.float() - (1 - a).sqrt() * pred.float()
-    return (x_t.float() - (1 - a).sqrt() * pred.float()) / a.sqrt()
+__all__ = ["HGDPO", "channel_stat_loss", "merge_lora_files"]
 
 
 def channel_stat_loss(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -102,20 +94,20 @@ class HGDPO:
             raise ValueError(f"hg-dpo: batch latents must be (B, 2, C, h, w) [winner, loser], got {tuple(latents.shape)}")
         B = latents.shape[0]
         x0 = torch.cat([latents[:, 0], latents[:, 1]])
-        t = sample_timesteps(B, ctx.scheduler, ctx.generator).repeat(2)
+        t = ctx.process.sample_t(B, ctx.generator).repeat(2)
         noise = sample_noise(x0[:B], ctx.generator).repeat(2, 1, 1, 1)
         cond = repeat_cond(drop_prompts(batch["cond"], ctx.empty_cond, self.proportion_empty_prompts,
                                         ctx.generator), 2)
-        x_t, target = noisy_latents_and_target(ctx.scheduler, x0, noise, t)
+        x_t, target = ctx.process.add_noise(x0, noise, t)
         with torch.no_grad(), adapters_disabled(ctx.unet):
-            ref = denoise_error(predict(unwrap_model(ctx.unet), x_t, t, cond), target)
-        pred = predict(ctx.unet, x_t, t, cond)
+            ref = denoise_error(ctx.process.predict(unwrap_model(ctx.unet), x_t, t, cond), target)
+        pred = ctx.process.predict(ctx.unet, x_t, t, cond)
         err = denoise_error(pred, target)
         per_pair, logit = dpo_loss(err[:B], err[B:], ref[:B], ref[B:], beta=self.beta, convention=self.convention)
         metrics = {"implicit_acc": (logit.detach() > 0).float().mean(), "logit": logit.detach().mean()}
         if self.stat_weight > 0:
-            x0_hat = predicted_x0(ctx.scheduler, x_t[:B], pred[:B], t[:B])
-            a = ctx.scheduler.alphas_cumprod.to(x0.device, torch.float32)[t[:B].to(x0.device)]
+            x0_hat = ctx.process.predicted_x0(x_t[:B], pred[:B], t[:B])
+            a = ctx.process.signal_level(t[:B], x0.device)
             stat = a * channel_stat_loss(x0_hat, x0[:B].float())
             per_pair = per_pair + self.stat_weight * stat
             metrics["stat"] = stat.detach().mean()

@@ -40,7 +40,7 @@ from ...core.objectives.losses import NORMS, denoise_error
 from ...core.objectives.masks import box_masks
 from ...core.objectives.mpd import fair_weights, gram
 from .base import ObjectiveContext, ObjectiveOutput
-from .noising import drop_prompts, noisy_latents_and_target, predict, sample_noise, sample_timesteps
+from .noising import drop_prompts, sample_noise
 
 __all__ = ["MPD", "MultiTaskOutput", "COMBINERS", "EMPTY_TASK_MODES", "TASKS", "region_masks"]
 
@@ -123,11 +123,11 @@ class MPD:
     def __call__(self, batch: Mapping[str, Any], ctx: ObjectiveContext) -> MultiTaskOutput:
         x0 = batch["latents"][:, 0]  # (B, C, h, w); pairs: the chosen image
         B, _, h, w = x0.shape
-        t = sample_timesteps(B, ctx.scheduler, ctx.generator)
+        t = ctx.process.sample_t(B, ctx.generator)
         noise = sample_noise(x0, ctx.generator)
         cond = drop_prompts(batch["cond"], ctx.empty_cond, self.proportion_empty_prompts, ctx.generator)
-        x_t, target = noisy_latents_and_target(ctx.scheduler, x0, noise, t)
-        pred = predict(ctx.unet, x_t, t, cond)
+        x_t, target = ctx.process.add_noise(x0, noise, t)
+        pred = ctx.process.predict(ctx.unet, x_t, t, cond)
         size = self.resolution or 8 * h
         per = {"global": denoise_error(pred, target)}
         for kind in ("face", "hand"):

@@ -34,7 +34,7 @@ import torch
 from ...core.objectives.losses import CONVENTIONS, NORMS, denoise_error, dpo_loss
 from ...core.objectives.masks import PATCH_FORMS, box_masks, patch_weights, quality_to_latent
 from .base import ObjectiveContext, ObjectiveOutput
-from .noising import drop_prompts, noisy_latents_and_target, predict, repeat_cond, sample_noise, sample_timesteps
+from .noising import drop_prompts, repeat_cond, sample_noise
 
 __all__ = ["PatchDPO", "pair_quality_weights", "region_quality", "QUALITY_SOURCES"]
 
@@ -154,21 +154,21 @@ class PatchDPO:
         w_w, w_l = pair_quality_weights(batch, (h, w), self.form, self.batch_quality(batch, (h, w)))
         weights = torch.cat([w_w, w_l])  # (2B, 1, h, w)
         x0 = torch.cat([latents[:, 0], latents[:, 1]])
-        t = sample_timesteps(B, ctx.scheduler, ctx.generator).repeat(2)
+        t = ctx.process.sample_t(B, ctx.generator).repeat(2)
         noise = sample_noise(x0[:B], ctx.generator).repeat(2, 1, 1, 1)
         cond = repeat_cond(drop_prompts(batch["cond"], ctx.empty_cond, self.proportion_empty_prompts,
                                         ctx.generator), 2)
-        x_t, target = noisy_latents_and_target(ctx.scheduler, x0, noise, t)
+        x_t, target = ctx.process.add_noise(x0, noise, t)
         metrics = {"weight_chosen": w_w.mean(), "weight_rejected": w_l.mean()}
         if self.form == "weighted":
-            err = denoise_error(predict(ctx.unet, x_t, t, cond), target, weights, self.norm)  # (2B,)
+            err = denoise_error(ctx.process.predict(ctx.unet, x_t, t, cond), target, weights, self.norm)  # (2B,)
             per_pair = err[:B] + err[B:]
             loss = err.mean()  # = the released mean over 2B·C·h·w for norm="all"
             metrics |= {"err_chosen": err[:B].detach().mean(), "err_rejected": err[B:].detach().mean()}
             return ObjectiveOutput(loss=loss, per_sample=per_pair.detach(), metrics=metrics)
         with torch.no_grad(), adapters_disabled(ctx.unet):
-            ref = denoise_error(predict(unwrap_model(ctx.unet), x_t, t, cond), target, weights, self.norm)
-        err = denoise_error(predict(ctx.unet, x_t, t, cond), target, weights, self.norm)
+            ref = denoise_error(ctx.process.predict(unwrap_model(ctx.unet), x_t, t, cond), target, weights, self.norm)
+        err = denoise_error(ctx.process.predict(ctx.unet, x_t, t, cond), target, weights, self.norm)
         per_pair, logit = dpo_loss(err[:B], err[B:], ref[:B], ref[B:], beta=self.beta, convention=self.convention)
         metrics |= {"implicit_acc": (logit.detach() > 0).float().mean(), "logit": logit.detach().mean(),
                     "policy_err_w": err[:B].detach().mean(), "policy_err_l": err[B:].detach().mean()}

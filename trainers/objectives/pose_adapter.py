@@ -45,10 +45,10 @@ from torch import nn
 
 from ...core.errors import ConfigError, DatasetError
 from ...core.pose import PoseBatch
-from ...core.pose_adapter.losses import pose_masked_error, pose_perception_loss, predicted_x0, skeleton_mask
+from ...core.pose_adapter.losses import pose_masked_error, pose_perception_loss, skeleton_mask
 from ...core.pose_adapter.pose_encoder import prepare_pose_condition
 from .base import ObjectiveContext, ObjectiveOutput
-from .noising import drop_prompts, noisy_latents_and_target, predict, sample_noise, sample_timesteps
+from .noising import drop_prompts, sample_noise
 
 __all__ = ["PoseAdapterObjective", "AdapterStep", "MODULE"]
 
@@ -237,27 +237,26 @@ class PoseAdapterObjective:
         poses = self._poses(batch)
         if len(poses) != b:
             raise ConfigError(f"pose-adapter: batch must have one pose per sample ({b}), got {len(poses)}")
-        t = sample_timesteps(b, ctx.scheduler, ctx.generator)
+        t = ctx.process.sample_t(b, ctx.generator)
         noise = sample_noise(x0, ctx.generator)
         cond = drop_prompts(batch["cond"], ctx.empty_cond, self.proportion_empty_prompts, ctx.generator)
-        x_t, target = noisy_latents_and_target(ctx.scheduler, x0, noise, t)
+        x_t, target = ctx.process.add_noise(x0, noise, t)
 
         condition = prepare_pose_condition(poses, size, adapter.skeleton, where="pose-adapter objective")
         residuals = step(x_t, t.to(x_t.device), cond["encoder_hidden_states"], condition, cond.get("added_cond_kwargs"))
-        pred = predict(ctx.unet, x_t, t, {**cond, **residuals})
+        pred = ctx.process.predict(ctx.unet, x_t, t, {**cond, **residuals})
 
         mask = skeleton_mask(condition.hint, size, kernel=self.mask_kernel, sigma=self.mask_sigma).to(x0.device)
         err = pose_masked_error(pred, target, mask, alpha=self.alpha)  # (B,)
         per_sample = err
         metrics = {"mse_masked": err.mean().detach(), "mask_fraction": mask.mean().detach()}
         if self.perception_weight > 0:
-            kind = ctx.scheduler.config.prediction_type
-            x0_hat = predicted_x0(ctx.scheduler.alphas_cumprod, x_t, pred, t, kind)
+            x0_hat = ctx.process.predicted_x0(x_t, pred, t)
             image = (self.decode(x0_hat) + 1) / 2  # [-1, 1] → [0, 1]; no clamp: it would cut the gradient
             with torch.no_grad():
                 reference = ((self.decode(x0) + 1) / 2).clamp(0, 1)
             percept = pose_perception_loss(self.pose_net, image, reference)  # (B,)
-            weight = ctx.scheduler.alphas_cumprod.to(x0.device)[t.to(x0.device)].float()
+            weight = ctx.process.signal_level(t, x0.device)
             per_sample = err + self.perception_weight * weight * percept
             metrics["pose_perception"] = percept.mean().detach()
         loss = per_sample.mean()

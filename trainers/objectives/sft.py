@@ -11,7 +11,7 @@ from typing import Any
 
 from ...core.objectives.losses import denoise_error
 from .base import ObjectiveContext, ObjectiveOutput
-from .noising import drop_prompts, noisy_latents_and_target, predict, sample_noise, sample_timesteps
+from .noising import drop_prompts, sample_noise
 
 __all__ = ["SFT"]
 
@@ -38,10 +38,10 @@ class SFT:
 
     def __call__(self, batch: Mapping[str, Any], ctx: ObjectiveContext) -> ObjectiveOutput:
         x0 = batch["latents"][:, 0]  # (B, C, h, w)
-        t = sample_timesteps(x0.shape[0], ctx.scheduler, ctx.generator)
+        t = ctx.process.sample_t(x0.shape[0], ctx.generator)
         noise = sample_noise(x0, ctx.generator)
         cond = drop_prompts(batch["cond"], ctx.empty_cond, self.proportion_empty_prompts, ctx.generator)
-        x_t, target = noisy_latents_and_target(ctx.scheduler, x0, noise, t)
-        err = denoise_error(predict(ctx.unet, x_t, t, cond), target)  # (B,) fp32
+        x_t, target = ctx.process.add_noise(x0, noise, t)
+        err = denoise_error(ctx.process.predict(ctx.unet, x_t, t, cond), target)  # (B,) fp32
         loss = err.mean()
         return ObjectiveOutput(loss=loss, per_sample=err.detach(), metrics={"mse": loss.detach()})

@@ -4,22 +4,21 @@ The dataset is a pair folder whose chosen image is the good crop and whose rejec
 (e.g. the same face inpainted at low quality; methods.md §4 b). Each crop is resized to the scorer's
 input size and CLIP-normalised; the loss is ImageReward's ``−log σ(r(good) − r(bad))``
 (:func:`~vitruvian.core.scoring.finetune.pairwise_loss`) on the head (plus the last
-``scorer_text_layers`` / ``scorer_vision_blocks`` layers). This trains no UNet, so it owns its loop
-(``drive``, called by ``train``). Output: ``<out>/<name>-scorer.safetensors``, the full scorer state
-that ``core.scoring.facescore.load_facescore`` reads back.
+``scorer_text_layers`` / ``scorer_vision_blocks`` layers). It trains no UNet: the objective owns its module
+(the scorer, :class:`~.base.OwnsModules`) and needs no diffusion model (``needs_base = False``), so the common
+loop runs it with checkpoints, resume, callbacks, signals and the NaN guard. Output:
+``<out>/<name>-scorer.safetensors``, the full scorer state that ``core.scoring.facescore.load_facescore`` reads.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ...core.errors import ConfigError
+from .base import ObjectiveOutput
 
 __all__ = ["TrainScorer", "tiny_scorer_config", "prepare_crops"]
 
@@ -43,82 +42,81 @@ def prepare_crops(pixels: torch.Tensor, size: int) -> torch.Tensor:
     return (x.clamp(0, 1) - mean) / std
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class TrainScorer:
-    """The ``train-scorer`` registry entry (see the module docstring)."""
+    """The ``train-scorer`` objective (see the module docstring).
 
-    config: Any = None
+    Args:
+        weights: a scorer file to start from ("" = a small random scorer, :func:`tiny_scorer_config`).
+        text_layers, vision_blocks: how many of the last text / vision layers train beside the head.
+        model: the scorer (set by :meth:`setup`).
+    """
+
+    weights: str = ""
+    text_layers: int = 0
+    vision_blocks: int = 0
+    model: Any = None
 
     name = "train-scorer"
     images_per_sample = 2
     needs_reference = False
+    needs_base = False
+    wants_lora = False
+    export_name = "scorer.safetensors"
     output_kind = "scorer"
     output_file = "{name}-scorer.safetensors"
+    resume_identity = ("scorer_weights", "scorer_text_layers", "scorer_vision_blocks")
 
     @classmethod
     def from_config(cls, config: Any = None) -> TrainScorer:
-        return cls(config=config)
+        """Fine-tune a FaceScore-style crop scorer on (good, bad) crop pairs."""
+        if config is None:
+            return cls()
+        return cls(weights=config.scorer_weights, text_layers=config.scorer_text_layers,
+                   vision_blocks=config.scorer_vision_blocks)
 
-    def __call__(self, batch, ctx):
-        raise ConfigError("train-scorer: runs its own loop through TrainScorer.drive (train() calls it)")
+    # -- the loop's hooks (OwnsModules) -------------------------------------------------------------------
 
-    def drive(self, config, *, callbacks=()):
+    def setup(self, unet=None) -> list[torch.nn.Parameter]:
+        """Load (or create) the scorer; return the parameters that train."""
         from ...core.scoring.facescore import FaceScoreModel, load_facescore
-        from ...core.scoring.finetune import pair_accuracy, pairwise_loss, trainable_parameters
-        from ...core.atomic import atomic_save_safetensors, atomic_write_text
-        from ..data import make_loader, open_dataset, validate_dataset
-        from ..loop import TrainResult
-        from ..progress import PROGRESS_FILE, Progress
+        from ...core.scoring.finetune import trainable_parameters
 
-        validate_dataset(config.data)
-        out = Path(config.out)
-        out.mkdir(parents=True, exist_ok=True)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        torch.manual_seed(config.seed)
-        if config.scorer_weights:
-            model = load_facescore(config.scorer_weights, device=device)
-        else:
-            model = FaceScoreModel(tiny_scorer_config()).to(device)
-        params = trainable_parameters(model, text_layers=config.scorer_text_layers,
-                                      vision_blocks=config.scorer_vision_blocks)
-        model.train()
-        optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
-        dataset = open_dataset(config.data, resolution=config.resolution, random_flip=config.random_flip,
-                               random_crop=config.random_crop, seed=config.seed)
-        item = dataset[0] if hasattr(dataset, "__len__") else next(iter(dataset))
-        if item["pixels"].shape[0] != 2:
-            raise ConfigError("train-scorer: data must be a pair folder (chosen = good crop, rejected = bad crop), "
-                              "got single images; fix: {\"prompt\", \"chosen\", \"rejected\"} records")
-        loader = make_loader(dataset, batch_size=config.batch_size, seed=config.seed, num_workers=config.num_workers)
-        progress = Progress(out / PROGRESS_FILE, total=config.steps, log_every=config.log_every,
-                            desc=f"train-scorer {config.name}")
-        size = model.config.image_size
-        loss_v, metrics = math.nan, {}
-        try:
-            for step in range(1, config.steps + 1):
-                t0 = time.perf_counter()
-                pixels = next(loader)["pixels"].to(device)  # (B, 2, 3, R, R)
-                B = pixels.shape[0]
-                scores = model(prepare_crops(pixels.flatten(0, 1), size)).view(B, 2)
-                loss = pairwise_loss(scores[:, 0], scores[:, 1]).mean()
-                if not torch.isfinite(loss):
-                    raise ConfigError(f"train-scorer: loss must be finite, got {loss.item()} at step {step}; "
-                                      "fix: lower learning_rate")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                optimizer.step()
-                loss_v = loss.item()
-                metrics = {"pair_acc": pair_accuracy(scores[:, 0].detach(), scores[:, 1].detach())}
-                progress.update(step, loss=loss_v, lr=config.learning_rate, metrics=metrics,
-                                seconds=time.perf_counter() - t0)
-        finally:
-            progress.close()
-        path = out / f"{config.name}-scorer.safetensors"
+        self.model = load_facescore(self.weights) if self.weights else FaceScoreModel(tiny_scorer_config())
+        params = trainable_parameters(self.model, text_layers=self.text_layers, vision_blocks=self.vision_blocks)
+        self.model.train()
+        return params
+
+    @property
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"scorer": self.model} if self.model is not None else {}
+
+    def export(self, path, *, config: dict, step: int) -> Path:
+        """The full scorer state (fp32), atomically, with the run's config in the metadata."""
+        from ...core.atomic import atomic_save_safetensors
+
         state = {k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous()
-                 for k, v in model.state_dict().items()}
-        atomic_save_safetensors(state, path, {"vitruvian_config": json.dumps(config.to_dict(), sort_keys=True),
-                                   "vitruvian_scorer": "facescore"})
-        atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
-        return TrainResult(lora_path=path, steps=config.steps, final_loss=loss_v, metrics=metrics, out_dir=out,
-                           checkpoints=())
+                 for k, v in self.model.state_dict().items()}
+        return atomic_save_safetensors(state, path, {"vitruvian_config": json.dumps(config, sort_keys=True),
+                                                     "vitruvian_scorer": "facescore", "vitruvian_step": str(step)})
+
+    def restore(self, path) -> None:
+        """Load an exported scorer back into :attr:`model` in place (bit-exact)."""
+        from safetensors.torch import load_file
+
+        self.model.load_state_dict(load_file(str(path), device=str(next(self.model.parameters()).device)))
+
+    # -- the loss -------------------------------------------------------------------------------------------
+
+    def __call__(self, batch, ctx) -> ObjectiveOutput:
+        """``batch["pixels"]`` (B, 2, 3, R, R) [good, bad] → the pairwise loss; metric ``pair_acc``."""
+        from ...core.scoring.finetune import pair_accuracy, pairwise_loss
+
+        model = ctx.modules["scorer"]
+        pixels = batch["pixels"]
+        B = pixels.shape[0]
+        scores = model(prepare_crops(pixels.flatten(0, 1), self.model.config.image_size)).view(B, 2)
+        per_sample = pairwise_loss(scores[:, 0], scores[:, 1])
+        acc = pair_accuracy(scores[:, 0].detach(), scores[:, 1].detach())
+        return ObjectiveOutput(loss=per_sample.mean(), per_sample=per_sample.detach(),
+                               metrics={"pair_acc": torch.as_tensor(acc, dtype=torch.float32)})

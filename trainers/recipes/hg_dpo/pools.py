@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...core.atomic import atomic_path, atomic_write_json
-from ..callables import import_callable
+from ....core.atomic import atomic_path, atomic_write_json
+from ...callables import import_callable
 
 __all__ = ["resolve_scorer", "sharpness_score", "build_pipelines", "load_square", "to_tensor", "save_png"]
 
@@ -29,7 +29,7 @@ Scorer = Callable[[torch.Tensor, list], torch.Tensor]
 
 def sharpness_score(images: torch.Tensor, prompts: list) -> torch.Tensor:
     """(B,) variance of the Laplacian of each (B, 3, H, W) image in [0, 1] (grey)."""
-    from ...core.scoring.sharpness import laplacian_variance
+    from ....core.scoring.sharpness import laplacian_variance
 
     grey = (0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2])[:, None]
     return laplacian_variance(grey.float()).float()

@@ -11,7 +11,7 @@ For each stage of ``hg_stages`` (easy → normal → hard), in ``<out>/stages/<i
      (SDEdit) / worst sample;
    - ``hard``: the real image / worst sample.
 
-2. **train** (``objective = hg-dpo-stage``): Diffusion-DPO + statistics matching for the stage's steps
+2. **train** (``objective = hg-dpo-stage``, one ``trainers.loop.train`` run): Diffusion-DPO + statistics matching for the stage's steps
    with the previous stages' LoRAs merged into the base (``hg_prior_loras``), so the adapter-off
    reference is the previous stage's model. A stage whose LoRA exists is skipped; one with
    checkpoints resumes from its latest.
@@ -31,9 +31,10 @@ from typing import Any
 
 import torch
 
-from ...core.errors import ConfigError
-from ...core.atomic import atomic_write_text
-from ..checkpoint import checkpoint_dirs
+from ....core.errors import ConfigError
+from ....core.atomic import atomic_write_text
+from ...checkpoint import checkpoint_dirs
+from ...loop import TrainResult, train
 from .pools import build_pipelines, load_square, resolve_scorer, save_png, to_tensor, write_json
 
 __all__ = ["HGDPOCurriculum", "stage_plan", "build_stage_pairs", "combine_lora_files"]
@@ -52,9 +53,9 @@ def _seed(*parts: Any) -> int:
 def build_stage_pairs(config, stage: str, folder: Path, prior_loras: Sequence[str], *,
                       scorer: Callable | None = None) -> Path:
     """Write the stage's pair folder (``folder/metadata.jsonl`` + images) unless it exists; return it."""
-    from ..data import validate_dataset
-    from ..models import load_base
-    from ..objectives.hg_dpo import merge_lora_files
+    from ...data import validate_dataset
+    from ...models import load_base
+    from ...objectives.hg_dpo import merge_lora_files
 
     meta = folder / "metadata.jsonl"
     if meta.is_file():
@@ -124,8 +125,8 @@ def combine_lora_files(paths: Sequence[Path], dest: Path, *, metadata: dict | No
     """
     from safetensors.torch import load_file
 
-    from ...core.atomic import atomic_save_safetensors
-    from ...core.lora_io import read_lora_metadata
+    from ....core.atomic import atomic_save_safetensors
+    from ....core.lora_io import read_lora_metadata
 
     if not paths:
         raise ConfigError("combine_lora_files: paths must name at least one LoRA file, got none")
@@ -158,28 +159,12 @@ def combine_lora_files(paths: Sequence[Path], dest: Path, *, metadata: dict | No
     return dest
 
 
-@dataclasses.dataclass(frozen=True)
 class HGDPOCurriculum:
-    """The ``hg-dpo`` registry entry: owns the whole run (``drive``), one ``hg-dpo-stage`` train per stage."""
-
-    config: Any = None
+    """HG-DPO: an easy → normal → hard curriculum of Diffusion-DPO stages on real captioned images."""
 
     name = "hg-dpo"
-    images_per_sample = 1  # the input folder holds real captioned images; pairs are built per stage
-    needs_reference = True
-
-    @classmethod
-    def from_config(cls, config: Any = None) -> HGDPOCurriculum:
-        return cls(config=config)
-
-    def __call__(self, batch, ctx):
-        raise ConfigError("hg-dpo: the curriculum is run by train() through HGDPOCurriculum.drive, not per batch; "
-                          "to train one stage on a pair folder use objective 'hg-dpo-stage'")
-
-    def drive(self, config, *, callbacks=()):
+    def run(self, config, *, callbacks=()) -> TrainResult:
         """Run every stage (building its pairs first); return the final ``TrainResult``."""
-        from ..loop import TrainResult, train
-
         out = Path(config.out)
         out.mkdir(parents=True, exist_ok=True)
         priors: list[str] = []
