@@ -3,8 +3,9 @@
 One frozen dataclass serves the CLI (``--config FILE.toml``, ``--set key=value``), the Python API and
 the ComfyUI training node, so all three fail the same way on the same bad value. Each field carries its
 help text and its constraints in ``metadata``; ``__post_init__`` checks them generically, so a new
-setting is one ``setting(...)`` line (plus a cross-field rule in ``_cross_field_problems`` if it has one,
-and a ``GROUPS`` entry if it opens a new help section, e.g. one per objective). Field types may be
+setting is one ``setting(...)`` line — in ``RunSettings`` when every run has it, else in its objective's options
+class (``MPDOptions`` in ``objectives/mpd.py``, …, each with its cross-field rules in ``option_problems``), which
+``TrainConfig`` inherits — plus a ``GROUPS`` entry if it opens a new help section. Field types may be
 ``bool``, ``int``, ``float``, ``str`` or ``tuple[X, ...]`` of those; the CLI help, ``--set`` coercion,
 type checks and ``--print-config`` follow from the annotation.
 
@@ -33,19 +34,26 @@ from typing import Any
 
 from ..core.errors import ConfigError
 from ..core.paths import os_path_problem
-from .config_values import GROUPS, BAD, fix_text, setting, check_constraints, check_type, coerce_scalar, join, list_items, short, show, type_name
+from ..core.objectives.losses import CONVENTIONS, NORMS
+from .config_values import (BAD, GROUPS, check_constraints, check_type, coerce_scalar, fix_text, join, list_items,
+                            setting, short, type_name)
+from .objectives.face_guidance import FaceGuidanceOptions
+from .objectives.hg_dpo import HGDPOOptions
+from .objectives.mpd import MPDOptions
+from .objectives.patch_dpo import PatchDPOOptions
+from .objectives.pose_adapter import PoseAdapterOptions
+from .objectives.train_scorer import TrainScorerOptions
 
-__all__ = ["TrainConfig", "load_config", "config_keys", "GROUPS"]
+__all__ = ["TrainConfig", "RunSettings", "load_config", "config_keys", "GROUPS"]
 
-# Help-text groups, in the order ``--help`` prints them. A field names its group in ``metadata``.
 MIXED_PRECISION = ("no", "fp16", "bf16")
-BETA_CONVENTIONS = ("official", "diffusers")
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    """Every setting of one training run; see ``vitruvian-train --help`` for the same list."""
+class RunSettings:
+    """The settings every run has (run, model, LoRA, data, optimisation, DPO's beta, outputs, region masks); each
+    objective's own settings are its options class, merged below."""
 
     # run
     objective: str = setting("", "Training objective; set by the CLI subcommand (sft, dpo, ...).",
@@ -106,7 +114,7 @@ class TrainConfig:
                           group="dpo", gt=0)
     beta_convention: str = setting("official", "official: logit = -beta/2 * diff (Diffusion-DPO repo); "
                                    "diffusers: logit = -beta * diff (so diffusers 2500 = official 5000).",
-                                   group="dpo", choices=BETA_CONVENTIONS)
+                                   group="dpo", choices=CONVENTIONS)
 
     # checkpoints and logs
     checkpoint_every: int = setting(500, "Save a resumable checkpoint every N optimizer steps.",
@@ -119,85 +127,17 @@ class TrainConfig:
     mask_scale: float = setting(5.0, "Factor on the residual inside a face/hand mask (FairHuman: 5, i.e. 25 on "
                                 "the squared error).", group="regions", gt=0)
     mask_norm: str = setting("all", "Masked losses divided by all latent elements ('all', FairHuman) or by the "
-                             "mask area ('mask').", group="regions", choices=("all", "mask"))
-    # patch-dpo
-    patch_form: str = setting("weighted", "weighted: PatchDPO's released patch-weighted denoising loss; dpo: "
-                              "Diffusion-DPO with per-pixel weights before the reduction.", group="patch",
-                              choices=("weighted", "dpo"))
-    patch_norm: str = setting("all", "Patch-weighted errors divided by all latent elements ('all', released) or "
-                              "by the weight sum ('mask').", group="patch", choices=("all", "mask"))
-    patch_quality: str = setting("maps", "Where patch quality comes from: maps (the records' chosen_quality / "
-                                 "rejected_quality), regions (the records' face/hand boxes: the rejected image's "
-                                 "regions are its bad patches), or a Python callable 'module:function' "
-                                 "(batch, latent_size) -> (B, 2, 1, h, w) quality in [0, 1].", group="patch")
-    # mpd
-    mpd_combiner: str = setting("mpd", "How global/face/hand losses combine: mpd (alpha-fair gradient weights) or "
-                                "sum.", group="mpd", choices=("mpd", "sum"))
-    mpd_alpha: float = setting(2.0, "alpha of the alpha-fair combination (2 = Minimum Potential Delay).",
-                               group="mpd", gt=0)
-    mpd_every: int = setting(1, "Re-solve the MPD weights every N steps; in between one backward of the weighted "
-                             "sum with the last weights (1 = official cost).", group="mpd", ge=1)
-    mpd_empty_task: str = setting("official", "When a micro-batch lacks a task (no face or no hand box): official "
-                                  "(the combined gradient is still multiplied by 3, the number of tasks, as "
-                                  "FairHuman's code does) or drop (multiplied by the tasks present).", group="mpd",
-                                  choices=("official", "drop"))
-    # face-guidance
-    guidance_lambda: float = setting(1.0, "lambda: weight of the ordinary denoising loss on the good image next to "
-                                     "the guidance loss.", group="guidance", ge=0)
-    guidance_masked: bool = setting(True, "Restrict the guidance loss (bad latent -> eps*) to the face boxes.",
-                                    group="guidance")
-    # hg-dpo
-    hg_stages: tuple[str, ...] = setting(("easy", "normal", "hard"), "Curriculum stages in order (easy, normal, "
-                                         "hard).", group="hgdpo")
-    hg_stage_steps: tuple[int, ...] = setting((), "Optimizer steps per stage (empty = steps for each).",
-                                              group="hgdpo")
-    hg_pool_size: int = setting(4, "Samples generated per prompt for a stage's pool (paper: 8).", group="hgdpo",
-                                ge=2)
-    hg_scorer: str = setting("sharpness", "Pool ranker: a pack scorer name (sharpness, confidence) or a Python "
-                             "callable 'module:function' (images (B,3,H,W) in [0,1], prompts) -> (B,) scores.",
-                             group="hgdpo")
-    hg_strength: float = setting(0.5, "SDEdit strength of the normal stage's reconstruction of the real image "
-                                 "(0 = the real image, 1 = pure noise).", group="hgdpo", gt=0, lt=1)
-    hg_sample_steps: int = setting(20, "Denoising steps when generating pools and reconstructions.",
-                                   group="hgdpo", ge=1)
-    hg_guidance: float = setting(5.0, "Classifier-free guidance scale when generating pools.", group="hgdpo", ge=1)
-    hg_stat_weight: float = setting(1.0, "Weight of the statistics-matching loss (channel mean/std of the "
-                                    "winner's predicted x0 latent vs its clean latent).", group="hgdpo", ge=0)
-    hg_prior_loras: tuple[str, ...] = setting((), "LoRA files merged into the base before this run's LoRA is "
-                                              "added (set by the stage runner; the merged model is the reference).",
-                                              group="hgdpo")
-    # train-scorer
-    scorer_weights: str = setting("", "FaceScore weights (FS_model.pt / .safetensors) to fine-tune; '' = a small "
-                                  "random-initialised model (tests).", group="scorer", path=True)
-    scorer_text_layers: int = setting(0, "Last text-encoder layers of the scorer that train besides its head.",
-                                      group="scorer", ge=0)
-    scorer_vision_blocks: int = setting(0, "Last image-encoder blocks of the scorer that train besides its head.",
-                                        group="scorer", ge=0)
-    # pose-adapter
-    pose_mask_alpha: float = setting(5.0, "Loss weight alpha on the latent cells the blurred skeleton covers (1 "
-                                     "elsewhere; GRPose: 5).", group="pose", ge=1)
-    pose_mask_kernel: int = setting(13, "Gaussian blur kernel (odd, pixels) applied to the rendered skeleton "
-                                    "before it becomes the latent mask (GRPose: 13).", group="pose", ge=1)
-    pose_mask_sigma: float = setting(3.0, "Gaussian blur sigma (pixels) of that mask (GRPose: 3).", group="pose",
-                                     gt=0)
-    perception_weight: float = setting(0.0, "lambda_p of the pose perception loss ||phi(D(x0_hat)) - phi(D(x0))||^2 "
-                                       "weighted by alpha_bar_t; 0 = off, no pose network needed (GRPose: 0.5).",
-                                       group="pose", ge=0)
-    pose_net: str = setting("", "Pose network phi of the perception loss: a vitruvian.pose_net .safetensors file "
-                            "(see docs/methods.md); required when perception_weight > 0.", group="pose", path=True)
-    pose_graph: bool = setting(True, "Train the pose-graph adapter (GRPose's graph layers); false = a plain "
-                               "ControlNet of the same depth.", group="pose")
-    pose_graph_levels: tuple[int, ...] = setting((), "UNet levels whose first res block is a graph integrator "
-                                                 "(comma-separated; empty = every level).", group="pose")
-    pose_graph_reduction: int = setting(4, "The graph layers run at width C / this (1 = GRPose's full width; 4 keeps "
-                                        "the adapter near a ControlNet's cost).", group="pose", ge=1)
-    pose_knn: int = setting(9, "Neighbours k of the dynamic kNN graph (GRPose: 9).", group="pose", ge=1)
-    pose_knn_chunk: int = setting(1024, "kNN query rows per chunk (memory: chunk x latent positions).",
-                                  group="pose", ge=1)
-    pose_skeleton_dim: int = setting(32, "Channels of the skeleton-graph embedding (joint and bone identities).",
-                                     group="pose", ge=1)
-    pose_channels: tuple[int, ...] = setting((), "Pose-encoder width per UNet level (comma-separated; empty = "
-                                             "GRPose's 192,256,384,512).", group="pose")
+                             "mask area ('mask').", group="regions", choices=NORMS)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(PoseAdapterOptions, TrainScorerOptions, HGDPOOptions, FaceGuidanceOptions, MPDOptions,
+                  PatchDPOOptions, RunSettings):
+    """Every setting of one training run; see ``vitruvian-train --help`` for the same list.
+
+    The fields are ``RunSettings``' and then each objective's options (``PatchDPOOptions`` … in the objective's
+    module): adding an objective adds its options class here, keys stay flat (``mpd_alpha``, …).
+    """
 
     def __post_init__(self) -> None:
         problems = []
@@ -233,39 +173,14 @@ class TrainConfig:
         if any(not t or not isinstance(t, str) for t in self.lora_targets) or not self.lora_targets:
             problems.append(f"lora_targets must be a non-empty list of module-name suffixes, got {self.lora_targets!r}; "
                             "fix: --set lora_targets=to_q,to_k,to_v,to_out.0")
-        bad_stages = [x for x in self.hg_stages if x not in ("easy", "normal", "hard")]
-        if bad_stages or not self.hg_stages:
-            problems.append(f"hg_stages must be a non-empty list of easy, normal, hard, got {self.hg_stages!r}; "
-                            "fix: --set hg_stages=easy,normal,hard")
-        if self.hg_stage_steps and (len(self.hg_stage_steps) != len(self.hg_stages)
-                                    or min(self.hg_stage_steps) < 1):
-            problems.append(f"hg_stage_steps must be empty or one step count >= 1 per stage ({len(self.hg_stages)}), "
-                            f"got {self.hg_stage_steps!r}; fix: --set hg_stage_steps=300,100,100")
-        if self.patch_quality not in ("maps", "regions") and ":" not in self.patch_quality:
-            problems.append(f"patch_quality must be maps, regions or a callable 'module:function', got "
-                            f"{self.patch_quality!r}; fix: --set patch_quality=regions")
-        problems += self._pose_problems()
+        for cls in type(self).__mro__:  # each objective's options check their own cross-field rules
+            own = cls.__dict__.get("option_problems")
+            if own is not None:
+                problems += own(self)
         names = _objective_names()
         if names and self.objective not in names:
             problems.append(f"objective must be one of {', '.join(names)}, got {self.objective!r}; "
                             "fix: pick an objective as the CLI subcommand (vitruvian-train dpo ...)")
-        return problems
-
-    def _pose_problems(self) -> list[str]:
-        problems = []
-        if self.pose_mask_kernel % 2 == 0:
-            problems.append(f"pose_mask_kernel must be an odd integer >= 1, got {self.pose_mask_kernel}; "
-                            f"fix: --set pose_mask_kernel={self.pose_mask_kernel + 1}")
-        if self.objective == "pose-adapter" and self.perception_weight > 0 and not self.pose_net:
-            problems.append(f"pose_net must be set when perception_weight > 0 (got {self.perception_weight}), got ''; "
-                            "fix: --set pose_net=<phi.safetensors> or --set perception_weight=0")
-        if any(lv < 0 for lv in self.pose_graph_levels) or (self.pose_graph_levels and not self.pose_graph):
-            problems.append(f"pose_graph_levels must be level indices >= 0 and empty when pose_graph is false, got "
-                            f"{self.pose_graph_levels!r} (pose_graph={show(self.pose_graph)}); fix: --set "
-                            "pose_graph_levels=")
-        if any(c < 1 for c in self.pose_channels):
-            problems.append(f"pose_channels must be positive widths, one per UNet level, got {self.pose_channels!r}; "
-                            "fix: --set pose_channels=192,256,384,512")
         return problems
 
     def to_dict(self) -> dict[str, Any]:

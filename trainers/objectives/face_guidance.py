@@ -23,10 +23,21 @@ import torch
 
 from ...core.objectives.losses import NORMS, denoise_error
 from ...core.objectives.masks import box_masks
+from ..config_values import setting
 from .base import ObjectiveContext, ObjectiveOutput
 from .noising import drop_prompts, repeat_cond, sample_noise
 
-__all__ = ["FaceGuidance"]
+__all__ = ["FaceGuidanceOptions", "FaceGuidance"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class FaceGuidanceOptions:
+    """face-guidance's settings, merged into ``TrainConfig`` (keys ``guidance_*``)."""
+
+    guidance_lambda: float = setting(1.0, "lambda: weight of the ordinary denoising loss on the good image next to "
+                                     "the guidance loss.", group="guidance", ge=0)
+    guidance_masked: bool = setting(True, "Restrict the guidance loss (bad latent -> eps*) to the face boxes.",
+                                    group="guidance")
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,11 @@ from typing import Any
 import torch
 
 from ...core.objectives.losses import CONVENTIONS, denoise_error, dpo_loss
+from ..config_values import setting
 from .base import ObjectiveContext, ObjectiveOutput
 from .noising import drop_prompts, repeat_cond, sample_noise
 
-__all__ = ["HGDPO", "channel_stat_loss", "merge_lora_files"]
+__all__ = ["HGDPOOptions", "HGDPO", "channel_stat_loss", "merge_lora_files"]
 
 
 def channel_stat_loss(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -48,6 +49,44 @@ def merge_lora_files(unet: torch.nn.Module, paths) -> None:
         add_lora(unet, rank=state.rank, alpha=state.alpha, targets=targets)
         apply_lora_state(unet, state.unet)
         merge_lora(unet)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HGDPOOptions:
+    """HG-DPO's settings (the recipe's and its stage objective's), merged into ``TrainConfig`` (``hg_*``)."""
+
+    hg_stages: tuple[str, ...] = setting(("easy", "normal", "hard"), "Curriculum stages in order (easy, normal, "
+                                         "hard).", group="hgdpo")
+    hg_stage_steps: tuple[int, ...] = setting((), "Optimizer steps per stage (empty = steps for each).",
+                                              group="hgdpo")
+    hg_pool_size: int = setting(4, "Samples generated per prompt for a stage's pool (paper: 8).", group="hgdpo",
+                                ge=2)
+    hg_scorer: str = setting("sharpness", "Pool ranker: a pack scorer name (sharpness, confidence) or a Python "
+                             "callable 'module:function' (images (B,3,H,W) in [0,1], prompts) -> (B,) scores.",
+                             group="hgdpo")
+    hg_strength: float = setting(0.5, "SDEdit strength of the normal stage's reconstruction of the real image "
+                                 "(0 = the real image, 1 = pure noise).", group="hgdpo", gt=0, lt=1)
+    hg_sample_steps: int = setting(20, "Denoising steps when generating pools and reconstructions.",
+                                   group="hgdpo", ge=1)
+    hg_guidance: float = setting(5.0, "Classifier-free guidance scale when generating pools.", group="hgdpo", ge=1)
+    hg_stat_weight: float = setting(1.0, "Weight of the statistics-matching loss (channel mean/std of the "
+                                    "winner's predicted x0 latent vs its clean latent).", group="hgdpo", ge=0)
+    hg_prior_loras: tuple[str, ...] = setting((), "LoRA files merged into the base before this run's LoRA is "
+                                              "added (set by the stage runner; the merged model is the reference).",
+                                              group="hgdpo")
+
+    def option_problems(self) -> list[str]:
+        """Cross-field rules of these settings (``TrainConfig`` calls it)."""
+        problems = []
+        bad_stages = [x for x in self.hg_stages if x not in ("easy", "normal", "hard")]
+        if bad_stages or not self.hg_stages:
+            problems.append(f"hg_stages must be a non-empty list of easy, normal, hard, got {self.hg_stages!r}; "
+                            "fix: --set hg_stages=easy,normal,hard")
+        if self.hg_stage_steps and (len(self.hg_stage_steps) != len(self.hg_stages)
+                                    or min(self.hg_stage_steps) < 1):
+            problems.append(f"hg_stage_steps must be empty or one step count >= 1 per stage ({len(self.hg_stages)}), "
+                            f"got {self.hg_stage_steps!r}; fix: --set hg_stage_steps=300,100,100")
+        return problems
 
 
 @dataclass(frozen=True)

@@ -39,14 +39,31 @@ import torch
 from ...core.objectives.losses import NORMS, denoise_error
 from ...core.objectives.masks import box_masks
 from ...core.objectives.mpd import fair_weights, gram
+from ..config_values import setting
 from .base import ObjectiveContext, ObjectiveOutput
 from .noising import drop_prompts, sample_noise
 
-__all__ = ["MPD", "MultiTaskOutput", "COMBINERS", "EMPTY_TASK_MODES", "TASKS", "region_masks"]
+__all__ = ["MPDOptions", "MPD", "MultiTaskOutput", "COMBINERS", "EMPTY_TASK_MODES", "TASKS", "region_masks"]
 
 COMBINERS = ("mpd", "sum")
 TASKS = ("global", "face", "hand")
 EMPTY_TASK_MODES = ("official", "drop")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MPDOptions:
+    """mpd's settings, merged into ``TrainConfig`` (keys ``mpd_*``)."""
+
+    mpd_combiner: str = setting("mpd", "How global/face/hand losses combine: mpd (alpha-fair gradient weights) or "
+                                "sum.", group="mpd", choices=COMBINERS)
+    mpd_alpha: float = setting(2.0, "alpha of the alpha-fair combination (2 = Minimum Potential Delay).",
+                               group="mpd", gt=0)
+    mpd_every: int = setting(1, "Re-solve the MPD weights every N steps; in between one backward of the weighted "
+                             "sum with the last weights (1 = official cost).", group="mpd", ge=1)
+    mpd_empty_task: str = setting("official", "When a micro-batch lacks a task (no face or no hand box): official "
+                                  "(the combined gradient is still multiplied by 3, the number of tasks, as "
+                                  "FairHuman's code does) or drop (multiplied by the tasks present).", group="mpd",
+                                  choices=EMPTY_TASK_MODES)
 
 
 @dataclass(frozen=True)

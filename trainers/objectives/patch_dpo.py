@@ -33,10 +33,11 @@ import torch
 
 from ...core.objectives.losses import CONVENTIONS, NORMS, denoise_error, dpo_loss
 from ...core.objectives.masks import PATCH_FORMS, box_masks, patch_weights, quality_to_latent
+from ..config_values import setting
 from .base import ObjectiveContext, ObjectiveOutput
 from .noising import drop_prompts, repeat_cond, sample_noise
 
-__all__ = ["PatchDPO", "pair_quality_weights", "region_quality", "QUALITY_SOURCES"]
+__all__ = ["PatchDPOOptions", "PatchDPO", "pair_quality_weights", "region_quality", "QUALITY_SOURCES"]
 
 #: Built-in sources of patch quality (a ``"module:function"`` callable is the third kind).
 QUALITY_SOURCES = ("maps", "regions")
@@ -83,6 +84,29 @@ def pair_quality_weights(batch: Mapping[str, Any], latent_size: tuple[int, int],
     q = quality.to(latents.device, torch.float32)
     q_w, q_l = quality_to_latent(q[:, 0], latent_size), quality_to_latent(q[:, 1], latent_size)
     return patch_weights(q_w, q_l, form)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PatchDPOOptions:
+    """patch-dpo's settings, merged into ``TrainConfig`` (keys ``patch_*``)."""
+
+    patch_form: str = setting("weighted", "weighted: PatchDPO's released patch-weighted denoising loss; dpo: "
+                              "Diffusion-DPO with per-pixel weights before the reduction.", group="patch",
+                              choices=PATCH_FORMS)
+    patch_norm: str = setting("all", "Patch-weighted errors divided by all latent elements ('all', released) or "
+                              "by the weight sum ('mask').", group="patch", choices=NORMS)
+    patch_quality: str = setting("maps", "Where patch quality comes from: maps (the records' chosen_quality / "
+                                 "rejected_quality), regions (the records' face/hand boxes: the rejected image's "
+                                 "regions are its bad patches), or a Python callable 'module:function' "
+                                 "(batch, latent_size) -> (B, 2, 1, h, w) quality in [0, 1].", group="patch")
+
+    def option_problems(self) -> list[str]:
+        """Cross-field rules of these settings (``TrainConfig`` calls it)."""
+        problems = []
+        if self.patch_quality not in ("maps", "regions") and ":" not in self.patch_quality:
+            problems.append(f"patch_quality must be maps, regions or a callable 'module:function', got "
+                            f"{self.patch_quality!r}; fix: --set patch_quality=regions")
+        return problems
 
 
 @dataclass(frozen=True)

@@ -47,10 +47,11 @@ from ...core.errors import ConfigError, DatasetError
 from ...core.pose import PoseBatch
 from ...core.pose_adapter.losses import pose_masked_error, pose_perception_loss, skeleton_mask
 from ...core.pose_adapter.pose_encoder import prepare_pose_condition
+from ..config_values import setting, show
 from .base import ObjectiveContext, ObjectiveOutput
 from .noising import drop_prompts, sample_noise
 
-__all__ = ["PoseAdapterObjective", "AdapterStep", "MODULE"]
+__all__ = ["PoseAdapterOptions", "PoseAdapterObjective", "AdapterStep", "MODULE"]
 
 #: The name of the trained module in ``modules`` / ``ctx.modules``.
 MODULE = "pose_adapter"
@@ -58,6 +59,54 @@ MODULE = "pose_adapter"
 
 def _unwrap(module):
     return getattr(module, "module", module)  # DDP / accelerate wrappers
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoseAdapterOptions:
+    """pose-adapter's settings, merged into ``TrainConfig`` (``pose_*``, ``perception_weight``)."""
+
+    pose_mask_alpha: float = setting(5.0, "Loss weight alpha on the latent cells the blurred skeleton covers (1 "
+                                     "elsewhere; GRPose: 5).", group="pose", ge=1)
+    pose_mask_kernel: int = setting(13, "Gaussian blur kernel (odd, pixels) applied to the rendered skeleton "
+                                    "before it becomes the latent mask (GRPose: 13).", group="pose", ge=1)
+    pose_mask_sigma: float = setting(3.0, "Gaussian blur sigma (pixels) of that mask (GRPose: 3).", group="pose",
+                                     gt=0)
+    perception_weight: float = setting(0.0, "lambda_p of the pose perception loss ||phi(D(x0_hat)) - phi(D(x0))||^2 "
+                                       "weighted by alpha_bar_t; 0 = off, no pose network needed (GRPose: 0.5).",
+                                       group="pose", ge=0)
+    pose_net: str = setting("", "Pose network phi of the perception loss: a vitruvian.pose_net .safetensors file "
+                            "(see docs/methods.md); required when perception_weight > 0.", group="pose", path=True)
+    pose_graph: bool = setting(True, "Train the pose-graph adapter (GRPose's graph layers); false = a plain "
+                               "ControlNet of the same depth.", group="pose")
+    pose_graph_levels: tuple[int, ...] = setting((), "UNet levels whose first res block is a graph integrator "
+                                                 "(comma-separated; empty = every level).", group="pose")
+    pose_graph_reduction: int = setting(4, "The graph layers run at width C / this (1 = GRPose's full width; 4 keeps "
+                                        "the adapter near a ControlNet's cost).", group="pose", ge=1)
+    pose_knn: int = setting(9, "Neighbours k of the dynamic kNN graph (GRPose: 9).", group="pose", ge=1)
+    pose_knn_chunk: int = setting(1024, "kNN query rows per chunk (memory: chunk x latent positions).",
+                                  group="pose", ge=1)
+    pose_skeleton_dim: int = setting(32, "Channels of the skeleton-graph embedding (joint and bone identities).",
+                                     group="pose", ge=1)
+    pose_channels: tuple[int, ...] = setting((), "Pose-encoder width per UNet level (comma-separated; empty = "
+                                             "GRPose's 192,256,384,512).", group="pose")
+
+    def option_problems(self) -> list[str]:
+        """Cross-field rules of these settings (``TrainConfig`` calls it)."""
+        problems = []
+        if self.pose_mask_kernel % 2 == 0:
+            problems.append(f"pose_mask_kernel must be an odd integer >= 1, got {self.pose_mask_kernel}; "
+                            f"fix: --set pose_mask_kernel={self.pose_mask_kernel + 1}")
+        if self.objective == "pose-adapter" and self.perception_weight > 0 and not self.pose_net:
+            problems.append(f"pose_net must be set when perception_weight > 0 (got {self.perception_weight}), got ''; "
+                            "fix: --set pose_net=<phi.safetensors> or --set perception_weight=0")
+        if any(lv < 0 for lv in self.pose_graph_levels) or (self.pose_graph_levels and not self.pose_graph):
+            problems.append(f"pose_graph_levels must be level indices >= 0 and empty when pose_graph is false, got "
+                            f"{self.pose_graph_levels!r} (pose_graph={show(self.pose_graph)}); fix: --set "
+                            "pose_graph_levels=")
+        if any(c < 1 for c in self.pose_channels):
+            problems.append(f"pose_channels must be positive widths, one per UNet level, got {self.pose_channels!r}; "
+                            "fix: --set pose_channels=192,256,384,512")
+        return problems
 
 
 class AdapterStep(nn.Module):

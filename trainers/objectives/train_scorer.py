@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
+from ..config_values import setting
 from .base import ObjectiveOutput
 
-__all__ = ["TrainScorer", "tiny_scorer_config", "prepare_crops"]
+__all__ = ["TrainScorerOptions", "TrainScorer", "tiny_scorer_config", "prepare_crops"]
 
 
 def tiny_scorer_config():
@@ -40,6 +41,18 @@ def prepare_crops(pixels: torch.Tensor, size: int) -> torch.Tensor:
     mean = torch.tensor(CLIP_MEAN, device=x.device)[:, None, None]
     std = torch.tensor(CLIP_STD, device=x.device)[:, None, None]
     return (x.clamp(0, 1) - mean) / std
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainScorerOptions:
+    """train-scorer's settings, merged into ``TrainConfig`` (keys ``scorer_*``)."""
+
+    scorer_weights: str = setting("", "FaceScore weights (FS_model.pt / .safetensors) to fine-tune; '' = a small "
+                                  "random-initialised model (tests).", group="scorer", path=True)
+    scorer_text_layers: int = setting(0, "Last text-encoder layers of the scorer that train besides its head.",
+                                      group="scorer", ge=0)
+    scorer_vision_blocks: int = setting(0, "Last image-encoder blocks of the scorer that train besides its head.",
+                                        group="scorer", ge=0)
 
 
 @dataclasses.dataclass
