@@ -38,11 +38,12 @@ class StableDiffusion:
     lora_prefix = "lora_unet_"
 
     def folder_kind(self, folder: Path) -> str | None:
-        """"sd15" or "sdxl"; ConfigError for SD2, v-prediction, inpainting or a refiner."""
+        """The kind ("sd15" or "sdxl") of a diffusers folder; ConfigError for SD2, v-prediction, inpainting or a
+        refiner."""
         return folder_kind(folder)
 
     def shapes_kind(self, shapes: Mapping[str, tuple], *, source: str = "checkpoint") -> str | None:
-        """"sd15" or "sdxl" for an LDM-layout single file; ConfigError saying what was found otherwise."""
+        """The kind ("sd15" or "sdxl") of an LDM-layout single file; ConfigError saying what was found otherwise."""
         return detect_family(shapes, source=source)
 
     def load(self, source: Path, kind: str, *, tokenizer: str = "", dtype: torch.dtype = torch.float32,
