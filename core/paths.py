@@ -11,6 +11,8 @@ front, in words, so the caller can name its input.
     True
     >>> os_path_problem("/nonexistent/folder")   # missing is fine: the caller decides
     ''
+    >>> os_path_problem("/nonexistent/" + "n" * 300).startswith("has a name of 300 bytes")  # ... unless unmakeable
+    True
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ def os_path_problem(path: str | os.PathLike) -> str:
     try:
         os.stat(text)
     except FileNotFoundError:
-        return ""
+        return _name_too_long(str(text))
     except OSError as e:
         if e.errno == errno.ENAMETOOLONG:
             longest = max((len(os.fsencode(p)) for p in str(text).replace("\\", "/").split("/")), default=0)
@@ -42,4 +44,20 @@ def os_path_problem(path: str | os.PathLike) -> str:
         return f"is refused by the system ({e.strerror})"
     except ValueError as e:  # e.g. "embedded null byte" in another spelling, or a path Windows cannot hold
         return f"is refused by the system ({e})"
+    return ""
+
+
+def _name_too_long(path: str) -> str:
+    """For a path that does not exist yet: a name longer than its file system allows (which the OS only reports
+    once something tries to create it), or ""."""
+    existing = path
+    while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    try:
+        name_max = os.pathconf(existing if os.path.isdir(existing) else os.path.dirname(existing) or ".", "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # Windows has no pathconf
+        name_max = 255
+    longest = max((len(os.fsencode(p)) for p in path.replace("\\", "/").split("/")), default=0)
+    if longest > name_max:
+        return f"has a name of {longest} bytes, longer than the {name_max} its file system allows"
     return ""

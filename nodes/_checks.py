@@ -21,7 +21,8 @@ import torch
 
 from ..core.errors import NodeInputError
 
-__all__ = ["check_output_prefix", "check_inputs", "register_type", "wrap_execute", "image_problem", "NodeInputError"]
+__all__ = ["check_output_prefix", "check_names", "check_inputs", "register_type", "wrap_execute", "image_problem",
+           "NodeInputError"]
 
 #: io type → (predicate on the value, what is expected in words, hint when the check fails)
 _TYPES: dict[str, tuple[Callable[[object], bool], str, str]] = {}
@@ -166,6 +167,20 @@ def check_output_prefix(node: str, name: str, prefix: str) -> None:
         problem = f"file-name parts of at most 200 characters are expected, got {max(len(p) for p in parts)}"
     if problem:
         raise NodeInputError(node, name, problem)
+
+
+def check_names(node: str, name: str, regions, text, kind: str = "label") -> tuple[str, ...] | None:
+    """The comma list of labels (``kind`` ``"label"``) or score names (``"score"``) typed into input ``name``,
+    parsed (None when empty: all); NodeInputError when one of them is a name ``regions`` can never match (the
+    message lists what the regions carry). Names the regions know but no region carries are the node's to
+    warn about (:func:`vitruvian.core.regions.absent_warning`)."""
+    from ..core.regions import parse_names, unknown_problem
+
+    wanted = parse_names(text)
+    problem = unknown_problem(regions, wanted, kind)
+    if problem:
+        raise NodeInputError(node, name, problem)
+    return wanted
 
 
 def input_problem(spec, value) -> str:

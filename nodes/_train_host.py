@@ -102,20 +102,39 @@ def allowed_roots() -> list[str]:
                                           folder_paths.get_temp_directory())]
 
 
+def _folder_problem(full: str) -> str:
+    """Why the OS would refuse ``full`` (an absolute, resolved path) as a folder to read or create, or ``""``
+    (:func:`vitruvian.core.paths.os_path_problem`, or a file where a folder is expected)."""
+    from ..core.paths import os_path_problem
+
+    problem = os_path_problem(full)
+    if problem:
+        return f"a folder path the OS accepts is expected; this one {problem}"
+    if os.path.lexists(full) and not os.path.isdir(full):
+        return f"a folder is expected, but {full} is a file; pick another folder name"
+    return ""
+
+
 def resolve_folder(path: str, where: str, what: str) -> Path:
     """A user-given folder: relative → under the output folder; absolute → must lie in the output, input or
-    temp folder (symlinks resolved). ValueError naming the allowed folders otherwise."""
+    temp folder (symlinks resolved), and be a path the OS takes as a folder (not too long, no NUL, no file
+    in the way). NodeInputError naming input ``what`` of node ``where`` otherwise."""
     import folder_paths
 
+    from ..core.errors import NodeInputError
+
     if not isinstance(path, str) or not path.strip() or "\x00" in path:
-        raise ValueError(f"{where}: {what} must be a folder path (relative to ComfyUI's output folder, without NUL "
-                         f"characters), got {path!r}")
+        raise NodeInputError(where, what, f"a folder path (relative to ComfyUI's output folder, without NUL "
+                             f"characters) is expected, got {str(path)[:120]!r}")
     text = path.strip()
     full = os.path.realpath(text if os.path.isabs(text) else os.path.join(folder_paths.get_output_directory(), text))
     roots = allowed_roots()
     if not any(full == r or full.startswith(r + os.sep) for r in roots):
-        raise ValueError(f"{where}: {what} must be inside ComfyUI's output, input or temp folder, got {path!r} "
-                         f"(resolves to {full}); allowed: {', '.join(roots)}")
+        raise NodeInputError(where, what, f"the folder must be inside ComfyUI's output, input or temp folder, got "
+                             f"{path[:120]!r} (resolves to {full[:200]}); allowed: {', '.join(roots)}")
+    problem = _folder_problem(full)
+    if problem:
+        raise NodeInputError(where, what, f"{problem}; the path given: {path[:80]!r}" + ("…" if len(path) > 80 else ""))
     return Path(full)
 
 

@@ -10,7 +10,10 @@
   (``core.compare``) and saves both.
 
 Datasets live under ComfyUI's output folder by default; a path outside the output, input and temp
-folders is refused.
+folders, or one the OS refuses (too long, NUL, a file where a folder should be), is refused. Images
+written into a dataset must be at least :data:`MIN_SIDE` pixels a side (Train's smallest resolution)
+and quality maps the size of their images; labels or a score the regions cannot carry are errors,
+while a batch where no image carries the score adds no pair, with a warning.
 """
 
 from __future__ import annotations
@@ -21,17 +24,19 @@ from ..core.compare import before_after_grid, score_plot
 from ..core.pairs import (
     PAIRINGS, SAME_INDEX, PairRecord, append_pairs, choose_pairs, choose_real_pairs, choose_same_index_pairs,
 )
-from ..core.regions import RegionBatch
+from ..core.regions import SCORE, RegionBatch
 from ..core.scoring import aggregate as aggregate_scores
 from . import _train_host as host
-from ._checks import check_output_prefix
+from ._checks import NodeInputError, check_names, check_output_prefix
 from ._comfy import REGIONS, VitruvianNode, category, io, ui
 from ._convert import image_from_core, image_to_core, mask_to_core
 
-__all__ = ["NODES", "DEFAULT_DATASET"]
+__all__ = ["NODES", "DEFAULT_DATASET", "MIN_SIDE"]
 
 PER_IMAGE = ("min", "mean", "max")
 DEFAULT_DATASET = "vitruvian/pairs"
+#: The smallest image side Collect Pairs writes into a dataset: Train's smallest ``resolution``.
+MIN_SIDE = 64
 
 
 def _image(image, where: str, name: str):
@@ -48,41 +53,55 @@ def _image(image, where: str, name: str):
     return core[:, :3] if core.shape[1] >= 3 else core.expand(-1, 3, -1, -1)
 
 
-def _scores(image, regions, score: str, aggregate: str, labels: str, where: str,
-            name: str = "image") -> tuple[list, object]:
-    """Per-image values of ``score`` from scored REGIONS of the same batch; ``(values, core images)``."""
+def _dataset_image(image, where: str, name: str) -> torch.Tensor:
+    """:func:`_image`, refusing images too small to train on (a 1×1 "winner" is no preference)."""
     core = _image(image, where, name)
-    if not isinstance(regions, RegionBatch):
-        raise TypeError(f"{where}: regions must be VITRUVIAN_REGIONS (from Score Regions), got {type(regions).__name__}")
+    h, w = (int(v) for v in core.shape[-2:])
+    if min(h, w) < MIN_SIDE:
+        raise NodeInputError(where, name, f"images of at least {MIN_SIDE}×{MIN_SIDE} pixels are expected in a "
+                             f"training dataset (Train's smallest resolution), got {w}×{h}; feed the full-size "
+                             f"images, or crops of at least {MIN_SIDE} pixels (Crop Regions' target_size)")
+    return core
+
+
+def _score_name(where: str, regions: RegionBatch, score) -> str:
+    """The one score name typed into ``score``; NodeInputError when it is empty, several or one the regions
+    cannot carry."""
+    names = check_names(where, "score", regions, score, SCORE)
+    if names is None or len(names) > 1:
+        raise NodeInputError(where, "score", f"one region score name is expected (e.g. sharpness; link Score "
+                             f"Regions' score_name), got {str(score)[:80]!r}")
+    return names[0]
+
+
+def _scores(image, regions, score: str, aggregate: str, labels: str, where: str,
+            name: str = "image", *, dataset: bool = False) -> tuple[list, object, str, str]:
+    """Per-image values of ``score`` from scored REGIONS of the same batch; ``(values, core images, warning,
+    score name)``, the warning non-empty when no image carries the score (``dataset``: the images are to be
+    written)."""
+    core = (_dataset_image if dataset else _image)(image, where, name)
     if len(regions) != core.shape[0] or any(tuple(s) != tuple(core.shape[2:]) for s in regions.image_sizes):
         raise ValueError(f"{where}: regions must belong to this {name} batch ({core.shape[0]} image(s) of "
                          f"{core.shape[3]}×{core.shape[2]}), got regions of {len(regions)} image(s) of sizes "
                          f"{sorted({(w, h) for h, w in regions.image_sizes})}; score the regions of this same IMAGE batch")
-    if not isinstance(score, str) or not score.strip():
-        raise ValueError(f"{where}: score must name a region score (e.g. sharpness), got {score!r}")
-    if aggregate not in PER_IMAGE:
-        raise ValueError(f"{where}: aggregate must be one of {', '.join(PER_IMAGE)}, got {aggregate!r}")
-    if not isinstance(labels, str):
-        raise ValueError(f"{where}: labels must be a comma list of region labels (or empty), got {labels!r}")
-    wanted = [s.strip() for s in labels.split(",") if s.strip()] or None
-    values = aggregate_scores(regions, score.strip(), labels=wanted).get(aggregate)
+    wanted = check_names(where, "labels", regions, labels)
+    score = _score_name(where, regions, score)
+    values = aggregate_scores(regions, score, labels=wanted).get(aggregate)
+    warning = ""
     if all(v is None for v in values):
-        names = sorted({n for _, _, r in regions.flat() for n in r.scores})
-        raise ValueError(f"{where}: score must name a score the regions carry, got {score!r}; they carry "
-                         f"{', '.join(names) or 'no scores'} (score them with Score Regions first)")
-    return values, core
+        warning = (f"warning: no {name} has a region{' labelled ' + ' or '.join(wanted) if wanted else ''} with a "
+                   f"{score} score")
+    return values, core, warning, score
 
 
 def _real_scores(real_regions, real: torch.Tensor, score: str, aggregate: str, labels: str, where: str) -> list | None:
-    """Per-image values of ``score`` on the real images' regions, or None when they carry none (they may
-    be there only for their boxes)."""
-    if not isinstance(real_regions, RegionBatch):
-        raise TypeError(f"{where}: real_regions must be VITRUVIAN_REGIONS, got {type(real_regions).__name__}")
+    """Per-image values of ``score`` (a name checked on the generated images' regions) on the real images'
+    regions, or None when they carry none (they may be there only for their boxes)."""
     if any(tuple(s) != tuple(real.shape[2:]) for s in real_regions.image_sizes):
         raise ValueError(f"{where}: real_regions must belong to real_images ({real.shape[3]}×{real.shape[2]}), got "
                          f"regions of sizes {sorted({(w, h) for h, w in real_regions.image_sizes})}")
-    wanted = [s.strip() for s in labels.split(",") if s.strip()] or None
-    values = aggregate_scores(real_regions, score.strip(), labels=wanted).get(aggregate)
+    wanted = check_names(where, "labels", real_regions, labels)
+    values = aggregate_scores(real_regions, score, labels=wanted).get(aggregate)
     return None if all(v is None for v in values) else values
 
 
@@ -109,7 +128,7 @@ class VitruvianCollectPairs(VitruvianNode):
             "real face crop with the same crop inpainted at low quality), scores optional. Identical images are "
             "stored once; repeated pairs are skipped.",
             inputs=[
-                io.Image.Input("image", tooltip="The generated batch."),
+                io.Image.Input("image", tooltip=f"The generated batch (at least {MIN_SIDE} pixels a side)."),
                 REGIONS.Input("regions", optional=True,
                               tooltip="Scored regions of the same images (Score Regions); only pairing same_index "
                               "works without them."),
@@ -129,9 +148,10 @@ class VitruvianCollectPairs(VitruvianNode):
                 io.Boolean.Input("higher_is_better", default=True),
                 io.Image.Input("real_images", optional=True,
                                tooltip="Real photos for the same prompt: they win against the worst generated images "
-                               "(same_index: real image i against image i)."),
+                               f"(same_index: real image i against image i); at least {MIN_SIDE} pixels a side."),
                 REGIONS.Input("real_regions", optional=True, tooltip="Regions of the real images (their face/hand boxes)."),
-                io.Mask.Input("quality", optional=True, tooltip="Patch-quality maps of the generated images (PatchDPO)."),
+                io.Mask.Input("quality", optional=True, tooltip="Patch-quality maps of the generated images (PatchDPO), "
+                              "one per image, at the images' size."),
             ],
             outputs=[io.String.Output(display_name="data"), io.Int.Output(display_name="added"),
                      io.String.Output(display_name="report")],
@@ -148,21 +168,26 @@ class VitruvianCollectPairs(VitruvianNode):
         if regions is None and pairing != SAME_INDEX:
             raise ValueError(f"{where}: regions must be the scored regions of image (Score Regions) for pairing "
                              f"{pairing!r}, got none; connect them, or use pairing same_index with real_images")
+        warning, score_name = "", None
         if regions is None:
-            core = _image(image, where, "image")
+            core = _dataset_image(image, where, "image")
             values = [None] * core.shape[0]
         else:
-            values, core = _scores(image, regions, score, aggregate, labels, where)
+            values, core, warning, score_name = _scores(image, regions, score, aggregate, labels, where, dataset=True)
         folder = host.resolve_folder(dataset, where, "dataset")
         q = None
         if quality is not None:
             q = mask_to_core(quality)[:, 0]
             if q.shape[0] != core.shape[0] or not torch.isfinite(q).all() or q.min() < 0 or q.max() > 1:
-                raise ValueError(f"{where}: quality must be one mask per image ({core.shape[0]}) with values in "
-                                 f"[0, 1], got {q.shape[0]} mask(s) in [{float(q.min())}, {float(q.max())}]")
+                raise NodeInputError(where, "quality", f"one mask per image ({core.shape[0]}) with values in [0, 1] "
+                                     f"is expected, got {q.shape[0]} mask(s) in [{float(q.min())}, {float(q.max())}]")
+            if tuple(q.shape[-2:]) != tuple(core.shape[-2:]):
+                raise NodeInputError(where, "quality", f"quality maps of the images' size {core.shape[-1]}×"
+                                     f"{core.shape[-2]} are expected, got {q.shape[-1]}×{q.shape[-2]}; make the maps "
+                                     "from these images (or scale them to the images first)")
         records, lines = [], []
         if real_images is not None:
-            real = _image(real_images, where, "real_images")
+            real = _dataset_image(real_images, where, "real_images")
             if real_regions is not None and len(real_regions) != real.shape[0]:
                 raise ValueError(f"{where}: real_regions describe {len(real_regions)} image(s), real_images has "
                                  f"{real.shape[0]}")
@@ -173,7 +198,7 @@ class VitruvianCollectPairs(VitruvianNode):
                                  "regions in the same order")
             real_values = None
             if regions is not None and real_regions is not None:
-                real_values = _real_scores(real_regions, real, score, aggregate, labels, where)
+                real_values = _real_scores(real_regions, real, score_name, aggregate, labels, where)
             for r, g in choose_same_index_pairs(values, real.shape[0], real_scores=real_values, max_pairs=max_pairs,
                                                 min_margin=min_margin, higher_is_better=higher_is_better):
                 records.append(PairRecord(
@@ -187,7 +212,8 @@ class VitruvianCollectPairs(VitruvianNode):
                 records.append(PairRecord(
                     prompt, real[r], core[g], chosen_source="real",
                     face_boxes={"chosen": _boxes(real_regions, r, "face"), "rejected": _boxes(regions, g, "face")},
-                    hand_boxes={"chosen": _boxes(real_regions, r, "hand"), "rejected": _boxes(regions, g, "hand")}))
+                    hand_boxes={"chosen": _boxes(real_regions, r, "hand"), "rejected": _boxes(regions, g, "hand")},
+                    rejected_quality=None if q is None else q[g]))
                 lines.append(f"real {r} > image {g} ({_fmt(values[g])})")
         else:
             for w, l in choose_pairs(values, pairing=pairing, max_pairs=max_pairs, min_margin=min_margin,
@@ -200,7 +226,7 @@ class VitruvianCollectPairs(VitruvianNode):
                 lines.append(f"image {w} ({_fmt(values[w])}) > image {l} ({_fmt(values[l])})")
         result = append_pairs(folder, records)
         report = (f"{result.added} pair(s) added, {result.duplicates} duplicate(s) skipped; {result.total} in "
-                  f"{folder}\n" + "\n".join(lines))
+                  f"{folder}\n" + "\n".join([*lines, *([warning] if warning else [])]))
         return io.NodeOutput(str(folder), result.added, report, ui=ui.PreviewText(report))
 
 
@@ -246,10 +272,13 @@ class VitruvianCompare(VitruvianNode):
             raise ValueError(f"{where}: score must be a score name (at most {MAX_SCORE_NAME} characters), got "
                              f"{len(score)} characters; type the name the regions carry, e.g. 'facescore'")
         sb = sa = None
+        warnings = []
         if before_regions is not None:
-            sb = _scores(before, before_regions, score, aggregate, labels, where, "before")[0]
+            sb, _, warning, _ = _scores(before, before_regions, score, aggregate, labels, where, "before")
+            warnings.append(warning)
         if after_regions is not None:
-            sa = _scores(after, after_regions, score, aggregate, labels, where, "after")[0]
+            sa, _, warning, _ = _scores(after, after_regions, score, aggregate, labels, where, "after")
+            warnings.append(warning)
         b, a = _image(before, where, "before"), _image(after, where, "after")
         if b.shape != a.shape:
             raise ValueError(f"{where}: before and after must be the same prompts and seeds at the same size, got "
@@ -263,6 +292,7 @@ class VitruvianCompare(VitruvianNode):
             saved += ui.ImageSaveHelper.save_images(img, f"{filename_prefix}_{suffix}", io.FolderType.output, cls)
         report = "no scores connected" if sb is None and sa is None else (
             f"{score} {aggregate} per image: before {[_fmt(v) for v in sb or []]}, after {[_fmt(v) for v in sa or []]}")
+        report += "".join(f"\n{w}" for w in warnings if w)
         return io.NodeOutput(grid_out, plot_out, report, ui=ui.SavedImages(saved))
 
 

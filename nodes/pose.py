@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 
-from ..core.errors import PoseFormatError
+from ..core.errors import NodeInputError, PoseFormatError
 from ..core.pose import LOAD_FORMATS, PoseBatch, load_pose, overlay_pose, render_pose, to_pose_keypoint
+from ..core.regions.from_pose import pose_fit_problem
 from ._comfy import POSE, POSE_KEYPOINT, VitruvianNode, category, io, ui
 from ._convert import image_from_core, image_to_core
 
@@ -191,7 +192,9 @@ class VitruvianPosePreview(VitruvianNode):
             description="Draw a POSE in OpenPose colours on black, or over an image.",
             inputs=[
                 POSE.Input("pose"),
-                io.Image.Input("image", optional=True, tooltip="Draw over this image instead of black."),
+                io.Image.Input("image", optional=True, tooltip="Draw over this image instead of black. A pose canvas "
+                               "of the image's aspect ratio is scaled to it (at most 32× either way); another aspect "
+                               "ratio or an image under 16 pixels a side is an error, as in Detect Regions."),
                 io.Float.Input("min_confidence", default=0.3, min=0.0, max=1.0, step=0.01),
                 io.Int.Input("thickness", default=4, min=1, max=64),
             ],
@@ -205,6 +208,11 @@ class VitruvianPosePreview(VitruvianNode):
         if image is None:
             drawn = render_pose(pose, min_confidence=min_confidence, thickness=thickness)
         else:
+            h, w = (int(v) for v in image.shape[1:3])
+            for i, frame in enumerate(pose):  # the rule Detect Regions follows: never stretch a pose silently
+                problem = pose_fit_problem((frame.canvas_width, frame.canvas_height), (w, h), i)
+                if problem:
+                    raise NodeInputError("VitruvianPosePreview", "image", problem)
             drawn = overlay_pose(image_to_core(image), pose, min_confidence=min_confidence, thickness=thickness)
         out = image_from_core(drawn)
         return io.NodeOutput(out, ui=ui.PreviewImage(out, cls=cls))

@@ -16,11 +16,13 @@ documented once:
   that reason instead of being sampled unconditioned.
 - Refined regions keep only scores that describe their new pixels (``seam_colour``,
   ``seam_gradient``, ``pick_<name>``); re-score them to gate a second pass.
+- ``labels`` or a ``score_name`` the regions cannot carry are errors; Paste Regions refuses refined crops of
+  another size than Crop Regions cut (never stretched silently).
+
+The sampling glue (conditioning cut to a crop, differential diffusion, the sampler) is in :mod:`._refine_sampling`.
 """
 
 from __future__ import annotations
-
-import time
 
 import torch
 
@@ -30,18 +32,18 @@ from ..core.refine import (
     PICKS,
     CropSet,
     RefineSettings,
-    RegionFailed,
     make_crops,
     paste_crops,
     refine_regions,
+    refined_problem,
     regions_from_mask,
 )
-from ..core.refine.conditioning import crop_area, crop_cond_mask, crop_hint
 from ..core.refine.plan import parse_region_prompts
-from ..core.regions import RegionBatch
-from ._checks import register_type
+from ..core.regions import LABEL, SCORE, RegionBatch, absent_warning
+from ._checks import NodeInputError, check_names, register_type
 from ._comfy import REGIONS, VitruvianNode, category, io, ui
 from ._convert import image_from_core, image_to_core, mask_from_core, mask_to_core
+from ._refine_sampling import crop_conditioning, differential, make_sampler
 
 __all__ = ["NODES", "CROPS", "crop_conditioning"]
 
@@ -50,17 +52,15 @@ CROPS = io.Custom("VITRUVIAN_CROPS")
 register_type(CROPS.io_type, lambda value: isinstance(value, CropSet), "VITRUVIAN_CROPS from Crop Regions (Vitruvian)")
 DEFAULT_LABELS = "face,hand"
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
+#: The longest region_prompt: ~2,000 CLIP tokens. A 1 MB text is 125,000 tokens, 1,700 text-encoder passes and a
+#: cross-attention context to match for every region: a queue that seems to hang, never a better prompt.
+MAX_REGION_PROMPT = 10_000
 
 
 def _samplers() -> tuple[list[str], list[str]]:
     import comfy.samplers
 
     return list(comfy.samplers.KSampler.SAMPLERS), list(comfy.samplers.KSampler.SCHEDULERS)
-
-
-def _labels(text: str) -> tuple[str, ...] | None:
-    labels = tuple(s.strip() for s in (text or "").split(",") if s.strip())
-    return labels or None
 
 
 # ----------------------------------------------------------------------------------- inputs
@@ -77,7 +77,8 @@ def _region_inputs() -> list:
 def _geometry_inputs() -> list:
     return [
         io.String.Input("labels", default=DEFAULT_LABELS,
-                        tooltip="Comma list of region labels to refine (empty = all); ignored for a mask."),
+                        tooltip="Comma list of region labels to refine (empty = all); ignored for a mask. A label the "
+                        "regions cannot carry is an error; one no image has is a warning."),
         io.Float.Input("context_factor", default=2.5, min=1.0, max=100.0, step=0.1,
                        tooltip="Context around each region, × its box. Too tight a crop shifts colours."),
         io.Int.Input("target_size", default=512, min=64, max=8192, step=8,
@@ -92,14 +93,27 @@ def _geometry_inputs() -> list:
         io.Int.Input("mask_feather", default=8, min=0, max=512, tooltip="Blur radius of the paste edge, pixels."),
         io.String.Input("score_name", default="",
                         tooltip="Refine only regions whose score of this name (from Score Regions) is below "
-                        "refine_if_score_below; empty = refine all."),
+                        "refine_if_score_below; empty = refine all. A name the regions do not carry is an error."),
         io.Float.Input("refine_if_score_below", default=0.0, min=-1e9, max=1e9, step=0.01),
     ]
 
 
+def _checked_names(where: str, batch: RegionBatch, from_mask: bool, labels, score_name) -> list[str]:
+    """NodeInputError for labels / a score name the regions cannot carry; warnings for labels no image has."""
+    if from_mask:
+        return []
+    wanted = check_names(where, "labels", batch, labels)
+    names = check_names(where, "score_name", batch, score_name, SCORE)
+    if names is not None and len(names) > 1:
+        raise NodeInputError(where, "score_name", f"one score name is expected (or empty for no gate), got "
+                             f"{score_name[:80]!r}")
+    warning = absent_warning(batch, wanted, LABEL)
+    return [f"{warning}: nothing to refine there"] if warning else []
+
+
 def _settings(labels, context_factor, target_size, max_size, min_size, mask_dilation, mask_feather, score_name,
               refine_if_score_below, variants=1, pick="first", square=False) -> RefineSettings:
-    return RefineSettings(labels=_labels(labels), context_factor=context_factor, target_size=target_size,
+    return RefineSettings(labels=labels, context_factor=context_factor, target_size=target_size,
                           max_size=max_size, min_size=min_size, mask_dilation=mask_dilation,
                           mask_feather=mask_feather, score_name=score_name or "", score_below=refine_if_score_below,
                           variants=variants, pick=pick, square=square)
@@ -157,116 +171,6 @@ def _output_image(image: torch.Tensor, rgb: torch.Tensor, alpha: torch.Tensor | 
     return torch.where(mask_from_core(mask)[..., None] > 0, out, original).contiguous()
 
 
-# ----------------------------------------------------------------------------------- conditioning
-
-
-def _crop_control(control, plan, batch_size: int):
-    """A copy of a ControlNet / T2I-adapter chain whose hints show the crop."""
-    new = control.copy()
-    if isinstance(getattr(control, "cond_hint_original", None), torch.Tensor):
-        new.cond_hint_original = crop_hint(control.cond_hint_original, plan, batch_size=batch_size)
-    previous = getattr(control, "previous_controlnet", None)
-    if previous is not None:
-        new.set_previous_controlnet(_crop_control(previous, plan, batch_size))
-    return new
-
-
-def crop_conditioning(conditioning: list, plan, batch_size: int) -> list:
-    """ComfyUI CONDITIONING for the whole image → for one crop (masks, areas, control hints cut to it).
-    Entries whose area misses the crop, or whose mask is empty there, are dropped."""
-    out = []
-    for embedding, options in conditioning:
-        options = dict(options)
-        if "area" in options:
-            area = crop_area(options["area"], plan)
-            if area is None:
-                continue
-            options["area"] = area
-        if isinstance(options.get("mask"), torch.Tensor):
-            mask = crop_cond_mask(options["mask"], plan, batch_size=batch_size)
-            if not bool((mask > 0).any()):
-                continue
-            options["mask"] = mask
-        if options.get("control") is not None:
-            options["control"] = _crop_control(options["control"], plan, batch_size)
-        out.append([embedding, options])
-    return out
-
-
-# ----------------------------------------------------------------------------------- sampling
-
-
-def _differential(model):
-    """MODEL with ComfyUI's differential-diffusion denoise-mask function, or (model, note) when it
-    cannot be applied."""
-    if model.model_options.get("denoise_mask_function") is not None:
-        return model, "MODEL already has a denoise-mask function (e.g. Differential Diffusion); used as it is"
-    try:
-        from comfy_extras.nodes_differential_diffusion import DifferentialDiffusion
-    except ImportError:
-        return model, "differential diffusion is not available in this ComfyUI; the soft mask is used as a plain noise mask"
-    import inspect
-
-    forward = DifferentialDiffusion.forward
-    if "self" in inspect.signature(forward).parameters:  # the V1 node (before 0.3.64): an instance method
-        forward = DifferentialDiffusion().forward
-    # ComfyUI 0.3.64 added a strength argument; older versions take (sigma, denoise_mask, extra_options).
-    kwargs = {"strength": 1.0} if "strength" in inspect.signature(forward).parameters else {}
-    patched = model.clone()
-    patched.set_model_denoise_mask_function(
-        lambda sigma, denoise_mask, extra_options: forward(sigma, denoise_mask, extra_options, **kwargs))
-    return patched, None
-
-
-def _make_sampler(*, model, vae, positive, negative, clip, region_prompts: dict, steps, cfg, sampler_name, scheduler,
-                  denoise, batch_size):
-    """The ``sample(crop, noise_mask, job)`` callable :func:`refine_regions` runs for each region."""
-    import comfy.model_management
-    import comfy.sample
-
-    encoded: dict[str, list] = {}
-
-    def positive_for(label: str) -> list:
-        text = region_prompts.get(label, region_prompts.get(None))
-        if text is None:
-            return positive
-        if text not in encoded:
-            encoded[text] = clip.encode_from_tokens_scheduled(clip.tokenize(text))
-        return encoded[text]
-
-    def interrupted(*_args):
-        comfy.model_management.throw_exception_if_processing_interrupted()
-
-    def sample(crop: torch.Tensor, noise_mask: torch.Tensor, job) -> torch.Tensor:
-        interrupted()
-        t0 = time.perf_counter()
-        latent = vae.encode(image_from_core(crop)[..., :3])
-        job.seconds["encode"] = time.perf_counter() - t0
-        latent = latent.repeat(job.variants, *([1] * (latent.ndim - 1)))
-        pos = crop_conditioning(positive_for(job.region.label), job.plan, batch_size)
-        neg = crop_conditioning(negative, job.plan, batch_size)
-        if not pos:
-            raise RegionFailed("no positive conditioning covers this region (its areas/masks miss the crop); add a "
-                               "conditioning without an area, or use region_prompt")
-        if not neg and negative:
-            neg = [[e, {k: v for k, v in o.items() if k not in ("area", "mask", "set_area_to_bounds")}]
-                   for e, o in negative]
-            job.notes.append("the negative's areas/masks miss this crop; it is used without them")
-        t0 = time.perf_counter()
-        noise = comfy.sample.prepare_noise(latent, job.seed)
-        samples = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, pos, neg, latent,
-                                      denoise=denoise, noise_mask=noise_mask, callback=interrupted,
-                                      disable_pbar=True, seed=job.seed)
-        job.seconds["sample"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        decoded = vae.decode(samples)
-        job.seconds["decode"] = time.perf_counter() - t0
-        decoded = decoded.reshape(-1, *decoded.shape[-3:])
-        return image_to_core(decoded)[:, :3]
-
-    return sample
-
-
 # ----------------------------------------------------------------------------------- nodes
 
 
@@ -306,7 +210,8 @@ class VitruvianRefineRegions(VitruvianNode):
                                tooltip="Best variant: sharpest inside the region, least visible seam, or the first."),
                 io.String.Input("region_prompt", multiline=True, default="",
                                 tooltip="Optional prompt for the regions instead of positive (needs clip). Lines "
-                                "'face: …' / 'hand: …' set one label's prompt; other lines are for all other labels."),
+                                "'face: …' / 'hand: …' set one label's prompt; other lines are for all other labels. "
+                                f"At most {MAX_REGION_PROMPT} characters."),
             ],
             outputs=[
                 io.Image.Output(display_name="image"),
@@ -328,22 +233,27 @@ class VitruvianRefineRegions(VitruvianNode):
         import comfy.utils
 
         where = "VitruvianRefineRegions"
+        if len(region_prompt) > MAX_REGION_PROMPT:
+            raise NodeInputError(where, "region_prompt", f"a prompt of at most {MAX_REGION_PROMPT} characters is "
+                                 f"expected, got {len(region_prompt)}; CLIP reads 75 tokens at a time, so keep the "
+                                 "lines 'face: …' / 'hand: …' short")
         batch, from_mask = _regions_for(where, image, regions, mask)
+        warnings = _checked_names(where, batch, from_mask, labels, score_name)
         settings = _settings(None if from_mask else labels, context_factor, target_size, max_size, min_size,
                              mask_dilation, mask_feather, score_name, refine_if_score_below, variants, pick)
         rgb, alpha = _rgb(image)
-        notes = []
+        notes = list(warnings)
         if from_mask:
             notes.append(f"regions from the mask: {batch.count()} blob(s), labelled {MASK_LABEL!r}")
         if differential_diffusion:
-            model, note = _differential(model)
+            model, note = differential(model)
             if note:
                 notes.append(note)
         region_prompts = parse_region_prompts(region_prompt, {r.label for _, _, r in batch.flat()})
         if region_prompts and clip is None:
             raise ValueError(f"{where}: region_prompt needs a CLIP to encode it; connect the checkpoint's CLIP "
                              "(or clear region_prompt to use positive)")
-        sampler = _make_sampler(model=model, vae=vae, positive=positive, negative=negative, clip=clip,
+        sampler = make_sampler(model=model, vae=vae, positive=positive, negative=negative, clip=clip,
                                 region_prompts=region_prompts, steps=steps, cfg=cfg, sampler_name=sampler_name,
                                 scheduler=scheduler, denoise=denoise, batch_size=int(image.shape[0]))
         pbar = comfy.utils.ProgressBar(max(batch.count(), 1))
@@ -383,15 +293,16 @@ class VitruvianCropRegions(VitruvianNode):
                 score_name, refine_if_score_below, regions=None, mask=None) -> io.NodeOutput:
         where = "VitruvianCropRegions"
         batch, from_mask = _regions_for(where, image, regions, mask)
+        warnings = _checked_names(where, batch, from_mask, labels, score_name)
         settings = _settings(None if from_mask else labels, context_factor, target_size, max_size, min_size,
                              mask_dilation, mask_feather, score_name, refine_if_score_below, square=True)
         rgb, _ = _rgb(image)
         crops, noise_masks, cropset = make_crops(rgb, batch, settings)
-        text = cropset.summary()
+        text = "\n".join([cropset.summary(), *warnings])
         if len(cropset) == 0:
             # A KSampler cannot take an empty batch: one blank crop with an empty mask; Paste Regions ignores it.
             crops, noise_masks = torch.zeros(1, 3, *cropset.size), torch.zeros(1, 1, *cropset.size)
-            text += "\nno region to refine: one blank placeholder crop is output (Paste Regions ignores it)"
+            text += "\nwarning: no region to refine: one blank placeholder crop is output (Paste Regions ignores it)"
         return io.NodeOutput(image_from_core(crops), mask_from_core(noise_masks), cropset, ui=ui.PreviewText(text))
 
 
@@ -406,7 +317,8 @@ class VitruvianPasteRegions(VitruvianNode):
             "shape masks (pixels outside stay bit-identical), with a report and a seam metric per region.",
             inputs=[
                 io.Image.Input("image", tooltip="The images given to Crop Regions."),
-                io.Image.Input("refined_crops", tooltip="The crops after sampling (VAE Decode), same order."),
+                io.Image.Input("refined_crops", tooltip="The crops after sampling (VAE Decode), same order and the "
+                               "size Crop Regions cut (another size is an error, never stretched silently)."),
                 CROPS.Input("crop_geometry"),
             ],
             outputs=[
@@ -421,6 +333,9 @@ class VitruvianPasteRegions(VitruvianNode):
     def execute(cls, image, refined_crops, crop_geometry) -> io.NodeOutput:
         rgb, alpha = _rgb(image)
         refined, _ = _rgb(refined_crops)
+        problem = refined_problem(refined, crop_geometry)
+        if problem:
+            raise NodeInputError("VitruvianPasteRegions", "refined_crops", problem)
         result = paste_crops(rgb, refined, crop_geometry)
         return io.NodeOutput(_output_image(image, result.image, alpha, result.mask), result.regions,
                              result.report.to_json(),

@@ -15,11 +15,12 @@ import json
 import math
 import os
 import threading
+from dataclasses import replace
 
 import torch
 
 from ..core.errors import ModelNotFoundError
-from ..core.regions import RegionBatch
+from ..core.regions import SCORE, RegionBatch, absent_warning
 from ..core.scoring import (
     AGGREGATES,
     NORMALIZATIONS,
@@ -34,6 +35,7 @@ from ..core.scoring import (
 )
 from ..core.scoring import aggregate as aggregate_scores
 from ..core.scoring.preview import draw_regions, format_score
+from ._checks import NodeInputError, check_names
 from ._comfy import REGIONS, VitruvianNode, category, io, ui
 from ._convert import image_from_core, image_to_core
 
@@ -159,11 +161,6 @@ def _check_regions(regions, image: torch.Tensor, where: str) -> RegionBatch:
     return regions
 
 
-def _labels(text: str) -> list[str] | None:
-    labels = [s.strip() for s in (text or "").split(",") if s.strip()]
-    return labels or None
-
-
 def _summary(regions: RegionBatch, name: str) -> str:
     lines = []
     for b, per_image in enumerate(regions.regions):
@@ -195,7 +192,8 @@ class VitruvianScoreRegions(VitruvianNode):
                 io.Combo.Input("scorer", options=scorer_options(), default="sharpness",
                                tooltip="facescore:/onnx: files live in models/vitruvian/scorers."),
                 io.String.Input("labels", default="", tooltip="Comma list of labels to score; empty = the scorer's "
-                                "own (FaceScore: face, hand plausibility: hand, others: all)."),
+                                "own (FaceScore: face, hand plausibility: hand, others: all). A label the regions "
+                                "cannot carry is an error; an image with no region to score is a warning."),
                 io.Combo.Input("aggregate", options=list(AGGREGATES), default="mean",
                                tooltip="Per-image value of the FLOAT list output (NaN for an image with no scored region)."),
                 io.Int.Input("batch_size", default=16, min=1, max=1024, tooltip="Crops per model forward (FaceScore, ONNX)."),
@@ -245,14 +243,26 @@ class VitruvianScoreRegions(VitruvianNode):
         regions = _check_regions(regions, core, where)
         if scorer not in BUILTIN_SCORERS and not str(scorer).startswith((FACESCORE_PREFIX, ONNX_PREFIX)):
             raise ValueError(_check_scorer_option(scorer))
+        wanted = check_names(where, "labels", regions, labels)
         model = _build_scorer(scorer, batch_size, onnx_normalization, onnx_size)
-        result = score_regions(core, regions, model, labels=_labels(labels))
+        result = score_regions(core, regions, model, labels=wanted)
         name = result.name
+        # Record the names computed, so later nodes tell "no region got it" from "never computed".
+        scored = replace(result.regions, scored=(*regions.scored, *result.names))
         values = [float("nan") if v is None else float(v) for v in result.per_image[name].get(aggregate)]
-        report = json.dumps(result.report(), indent=1, allow_nan=False)
+        warning = absent_warning(scored, (name,), SCORE)
+        if warning:
+            labelled = wanted or model.labels
+            warning += (f" (no {' or '.join(labelled)} region" if labelled else " (no region") + \
+                " it could score): per_image is NaN there"
+        report = result.report()
+        if warning:
+            report["warnings"] = [warning]
+        report = json.dumps(report, indent=1, allow_nan=False)
         per_image = ", ".join("–" if math.isnan(v) else format_score(v) for v in values)
         text = f"{name} ({aggregate} per image): {per_image}\n{_summary(result.regions, name)}"
-        return io.NodeOutput(result.regions, report, values, name, ui=ui.PreviewText(text))
+        text += f"\n{warning}" if warning else ""
+        return io.NodeOutput(scored, report, values, name, ui=ui.PreviewText(text))
 
 
 class VitruvianRankImages(VitruvianNode):
@@ -275,7 +285,8 @@ class VitruvianRankImages(VitruvianNode):
                 io.Int.Input("top_k", default=0, min=0, max=4096, tooltip="Keep this many images (0 = all)."),
                 io.String.Input("labels", default="", tooltip="Comma list of labels to aggregate over; empty = all."),
                 io.Combo.Input("missing", options=list(MISSING), default="last",
-                               tooltip="Images with no region carrying the score: last, or dropped."),
+                               tooltip="Images with no region carrying the score: last, or dropped. When no image "
+                               "carries it, last keeps the batch order (with a warning) and drop is an error."),
             ],
             outputs=[
                 io.Image.Output(display_name="image"),
@@ -290,15 +301,21 @@ class VitruvianRankImages(VitruvianNode):
         where = "VitruvianRankImages"
         core = _core_image(image, where)
         regions = _check_regions(regions, core, where)
-        score = (score or "").strip()
-        agg = aggregate_scores(regions, score, labels=_labels(labels)) if score else None
-        if agg is None or not any(agg.count):
-            names = sorted({n for _, _, r in regions.flat() for n in r.scores})
-            raise ValueError(
-                f"{where}: score must name a score the regions carry, got {score!r}; the regions carry "
-                f"{', '.join(names) if names else 'no scores'}. Score them first with Score Regions"
-                + (" (and check labels)" if _labels(labels) else "")
-            )
+        wanted = check_names(where, "labels", regions, labels)
+        names = check_names(where, "score", regions, score, SCORE)
+        if names is None or len(names) > 1:
+            raise NodeInputError(where, "score", f"one score name is expected (e.g. sharpness; link Score Regions' "
+                                 f"score_name), got {score[:80]!r}")
+        score = names[0]
+        agg = aggregate_scores(regions, score, labels=wanted)
+        warning = ""
+        if not any(agg.count):
+            where_none = f"no image has a region{' labelled ' + ' or '.join(wanted) if wanted else ''} with a " \
+                         f"{score} score"
+            if missing == "drop":
+                raise NodeInputError(where, "score", f"{where_none}, so missing=drop would output no image; set "
+                                     "missing to last (the batch order is kept), or rank by a score the images carry")
+            warning = f"warning: {where_none}: nothing to rank, the batch order is kept"
         aggregate_values = agg.get(aggregate)
         scored = [i for i, v in enumerate(aggregate_values) if v is not None]
         scored.sort(key=lambda i: aggregate_values[i], reverse=(order == "descending"))  # stable: ties keep batch order
@@ -306,12 +323,14 @@ class VitruvianRankImages(VitruvianNode):
         keep = scored + (unscored if missing == "last" else [])
         if top_k:
             keep = keep[:top_k]
-        ranked = RegionBatch(tuple(regions.regions[i] for i in keep), tuple(regions.image_sizes[i] for i in keep))
-        text = "\n".join(
-            f"#{rank}: image {i} {aggregate} {score} "
-            + ("–" if aggregate_values[i] is None else format_score(aggregate_values[i]))
-            for rank, i in enumerate(keep)
-        )
+        ranked = replace(regions, regions=tuple(regions.regions[i] for i in keep),
+                         image_sizes=tuple(regions.image_sizes[i] for i in keep))
+        text = "\n".join([
+            *(f"#{rank}: image {i} {aggregate} {score} "
+              + ("–" if aggregate_values[i] is None else format_score(aggregate_values[i]))
+              for rank, i in enumerate(keep)),
+            *([warning] if warning else []),
+        ])
         out = image[torch.tensor(keep, dtype=torch.long)]
         return io.NodeOutput(out, ranked, ",".join(map(str, keep)), keep, ui=ui.PreviewText(text))
 
@@ -327,7 +346,8 @@ class VitruvianScorePreview(VitruvianNode):
             inputs=[
                 io.Image.Input("image"),
                 REGIONS.Input("regions"),
-                io.String.Input("scores", default="", tooltip="Comma list of score names to write; empty = all."),
+                io.String.Input("scores", default="", tooltip="Comma list of score names to write; empty = all. A "
+                                "name the regions do not carry (and no scorer computed) is an error."),
                 io.Float.Input("mask_opacity", default=0.35, min=0.0, max=1.0, step=0.05),
                 io.Int.Input("thickness", default=2, min=1, max=32),
             ],
@@ -341,7 +361,8 @@ class VitruvianScorePreview(VitruvianNode):
         where = "VitruvianScorePreview"
         core = _core_image(image, where)
         regions = _check_regions(regions, core, where)
-        drawn = draw_regions(core, regions, score_names=_labels(scores), mask_opacity=mask_opacity, thickness=thickness)
+        names = check_names(where, "scores", regions, scores, SCORE)
+        drawn = draw_regions(core, regions, score_names=names, mask_opacity=mask_opacity, thickness=thickness)
         out = image_from_core(drawn)
         return io.NodeOutput(out, ui=ui.PreviewImage(out, cls=cls))
 

@@ -27,9 +27,10 @@ import logging
 import os
 import threading
 
-from ..core.errors import VitruvianError
+from ..core.errors import NodeInputError, VitruvianError
 from ..core.jobs import JobNotFoundError, JobStateError, JobStatus, check_job_id
 from ..core.jobs.store import format_setting
+from ..trainers.config_values import MAX_NAME_BYTES
 from . import _train_host as host
 from ._comfy import VitruvianNode, category, io, ui
 from .pairs import DEFAULT_DATASET
@@ -37,6 +38,7 @@ from .pairs import DEFAULT_DATASET
 __all__ = ["NODES", "JobFailedError"]
 
 log = logging.getLogger("vitruvian")
+MAX_NAME = MAX_NAME_BYTES  # the trainer's own limit on ``name``
 
 
 class JobFailedError(VitruvianError, RuntimeError):
@@ -45,7 +47,7 @@ class JobFailedError(VitruvianError, RuntimeError):
 
 def _objectives() -> list[str]:
     try:
-        from ..trainers.objectives import objective_names
+        from ..trainers.registry import names as objective_names
 
         return list(objective_names())
     except Exception:  # a broken trainer install must not hide the pack's other nodes; the job will say why
@@ -113,7 +115,8 @@ class VitruvianTrain(VitruvianNode):
             "the prompt while waiting); resume with the job id. The final LoRA appears in the LoRA list as "
             "vitruvian/<name>-<job id>.",
             inputs=[
-                io.String.Input("data", default=DEFAULT_DATASET, tooltip="Dataset folder (link Collect Pairs' data)."),
+                io.String.Input("data", default=DEFAULT_DATASET, tooltip="Dataset folder (link Collect Pairs' data), "
+                                "relative to the output folder or inside output/input/temp."),
                 io.Combo.Input("ckpt_name", options=_checkpoints(), tooltip="The base model to train on (a checkpoint file)."),
                 io.Combo.Input("objective", options=_objectives(), default="dpo"),
                 io.Int.Input("steps", default=200, min=1, max=1_000_000),
@@ -126,7 +129,8 @@ class VitruvianTrain(VitruvianNode):
                 io.Int.Input("checkpoint_every", default=50, min=1, max=1_000_000,
                              tooltip="A checkpoint (and a LoRA the hot-loader can show) every N steps."),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1),
-                io.String.Input("name", default="vitruvian", tooltip="LoRA file name stem."),
+                io.String.Input("name", default="vitruvian", tooltip=f"LoRA file name stem (letters, digits, '.', "
+                                f"'_', '-'; at most {MAX_NAME} bytes)."),
                 io.Boolean.Input("wait", default=False, tooltip="Wait for the job (progress bar; cancelling the prompt "
                                  "cancels the job). Off: return the job id at once."),
                 io.String.Input("extra", multiline=True, default="",
@@ -193,9 +197,14 @@ class VitruvianTrain(VitruvianNode):
 
         from ..trainers.config import load_config
         from ..trainers.data import validate_dataset
-        from ..trainers.objectives import objective_output
+        from ..trainers.registry import output as objective_output
 
         folder = host.resolve_folder(data, where, "data")
+        name = values["name"]
+        if len(name.encode("utf-8")) > MAX_NAME:
+            raise NodeInputError(where, "name", f"a file name stem of at most {MAX_NAME} bytes is expected (the "
+                                 f"LoRA is saved as <name>-<job id>.safetensors), got {len(name.encode('utf-8'))} "
+                                 "bytes; pick a short name")
         names = _objectives()
         if objective not in names:
             raise ValueError(f"{where}: objective must be one of {', '.join(names)}, got {objective!r}")

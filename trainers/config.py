@@ -35,7 +35,7 @@ from typing import Any
 from ..core.errors import ConfigError
 from ..core.paths import os_path_problem
 from ..core.objectives.losses import CONVENTIONS, NORMS
-from .config_values import (BAD, GROUPS, check_constraints, check_type, coerce_scalar, fix_text, join, list_items,
+from .config_values import (BAD, GROUPS, MAX_NAME_BYTES, check_constraints, check_type, coerce_scalar, fix_text, join, list_items,
                             setting, short, type_name)
 from .objectives.face_guidance import FaceGuidanceOptions
 from .objectives.hg_dpo import HGDPOOptions
@@ -167,7 +167,10 @@ class TrainConfig(PoseAdapterOptions, TrainScorerOptions, HGDPOOptions, FaceGuid
         if self.lr_warmup_steps > self.steps:
             problems.append(f"lr_warmup_steps must be <= steps ({self.steps}), got {self.lr_warmup_steps}; "
                             "fix: lower lr_warmup_steps or raise steps")
-        if not _NAME_RE.fullmatch(self.name):
+        if len(self.name.encode()) > MAX_NAME_BYTES:
+            problems.append(f"name must be at most {MAX_NAME_BYTES} bytes (the LoRA is saved as <name>-step<N>.safetensors), "
+                            f"got {short(self.name)}; fix: --set name=my_lora")
+        elif not _NAME_RE.fullmatch(self.name):
             problems.append(f"name must be a file name stem of letters, digits, '.', '_' or '-', got {self.name!r}; "
                             "fix: --set name=my_lora")
         if any(not t or not isinstance(t, str) for t in self.lora_targets) or not self.lora_targets:

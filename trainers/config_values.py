@@ -11,9 +11,12 @@ import typing
 from dataclasses import field
 from typing import Any
 
-__all__ = ["GROUPS", "setting", "fix_text", "BAD", "type_name", "check_type", "check_constraints", "short", "show",
+__all__ = ["MAX_NAME_BYTES", "GROUPS", "setting", "fix_text", "BAD", "type_name", "check_type", "check_constraints", "short", "show",
            "list_items", "coerce_scalar", "join"]
 
+#: The longest run ``name`` in bytes (a file name holds 255; ``-step<N>.safetensors`` or a job's
+#: ``-<id>.safetensors`` take up to 35 of them). The Train node checks the same.
+MAX_NAME_BYTES = 200
 
 GROUPS = {
     "run": "run",

@@ -10,7 +10,7 @@ Never imports ComfyUI; kornia is imported inside the functions that use it.
 """
 
 from .crop import MIN_SIDE, MULTIPLE, CropPlan, crop_image, plan_crop, region_scale, resize_back, square_size
-from .crops import CropSet, make_crops, paste_crops
+from .crops import CropSet, make_crops, paste_crops, refined_problem
 from .from_mask import MASK_LABEL, regions_from_mask
 from .paste import noise_mask, paste, paste_mask, shape_mask
 from .plan import PICKS, STATUSES, RefineReport, RefineSettings, RegionReport, decide
@@ -19,7 +19,7 @@ from .seam import SEAM_KEYS, seam_metric
 
 __all__ = [
     "MULTIPLE", "MIN_SIDE", "CropPlan", "plan_crop", "region_scale", "crop_image", "resize_back", "square_size",
-    "CropSet", "make_crops", "paste_crops", "MASK_LABEL", "regions_from_mask",
+    "CropSet", "make_crops", "paste_crops", "refined_problem", "MASK_LABEL", "regions_from_mask",
     "shape_mask", "paste_mask", "noise_mask", "paste",
     "SEAM_KEYS", "seam_metric",
     "PICKS", "STATUSES", "RefineSettings", "RegionReport", "RefineReport", "decide",

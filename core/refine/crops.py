@@ -10,9 +10,13 @@ fills in the report, seam metric included.
 All crops are cut from the original image, so where two regions' masks overlap the later region
 (batch order) wins; the one-node form refines them in turn instead.
 
+Refined crops must come back at the size they were cut (``S × S``): a size change on the way (an
+upscaler, a VAE that crops to its own multiple) would otherwise be pasted stretched without a word.
+``paste_crops(..., resize=True)`` takes any size of the crops' aspect ratio and resizes it back.
+
 Shape:
     - image: ``(B, 3, H, W)``; crops: ``(N, 3, S, S)``; noise masks: ``(N, 1, S, S)``
-    - refined: ``(N, 3, S', S')`` (any size of the same aspect ratio)
+    - refined: ``(N, 3, S, S)`` (with ``resize=True``: ``(N, 3, S', S')`` of the same aspect ratio)
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from .paste import noise_mask, paste_mask
 from .plan import RefineReport, RefineSettings, RegionReport, decide
 from .refine import RefineResult, apply_variants, check_inputs
 
-__all__ = ["CropSet", "make_crops", "paste_crops"]
+__all__ = ["CropSet", "make_crops", "paste_crops", "refined_problem"]
 
 ASPECT_TOLERANCE = 0.02
 
@@ -118,13 +122,45 @@ def make_crops(image: torch.Tensor, batch: RegionBatch, settings: RefineSettings
     return crops_t, nmasks_t, cropset
 
 
-def paste_crops(image: torch.Tensor, refined: torch.Tensor, cropset: CropSet) -> RefineResult:
+def refined_problem(refined, cropset: CropSet, *, resize: bool = False) -> str:
+    """Why ``refined`` cannot be pasted back with ``cropset``, or ``""`` (nothing was cropped: always fine).
+
+    Example:
+        >>> from vitruvian.core.regions import Region
+        >>> batch = RegionBatch(((Region("face", (8, 8, 24, 24), 1.0),),), ((64, 64),))
+        >>> crops, _, cropset = make_crops(torch.rand(1, 3, 64, 64), batch, RefineSettings(target_size=64, max_size=128))
+        >>> refined_problem(crops, cropset), refined_problem(crops[:, :, :64, :64], cropset)[:47]
+        ('', 'refined crops must be 128×128 pixels, the size ')
+    """
+    n = len(cropset)
+    if n == 0:
+        return ""
+    if not isinstance(refined, torch.Tensor) or refined.ndim != 4 or refined.shape[1] != 3:
+        got = tuple(refined.shape) if isinstance(refined, torch.Tensor) else type(refined).__name__
+        return f"refined crops must be (N, 3, h, w), got {got}"
+    if refined.shape[0] != n:
+        return (f"refined crops must be the {n} crops of Crop Regions, in order, got {refined.shape[0]} images; sample "
+                "the crop batch with batch size 1 per crop (no repeats, no extra images)")
+    (sh, sw), (rh, rw) = cropset.size, tuple(refined.shape[-2:])
+    if resize and abs((rw / rh) / (sw / sh) - 1) > ASPECT_TOLERANCE:
+        return (f"refined crops must keep the crops' aspect ratio ({sw}×{sh}), got {rw}×{rh}; resize them back (or "
+                "scale both sides by the same factor)")
+    if not resize and (rh, rw) != (sh, sw):
+        return (f"refined crops must be {sw}×{sh} pixels, the size Crop Regions cut, got {rw}×{rh}; scale them back "
+                f"to {sw}×{sh} (e.g. Upscale Image) before pasting, or choose target_size / max_size so the crops "
+                "survive the sampler and VAE unchanged")
+    return ""
+
+
+def paste_crops(image: torch.Tensor, refined: torch.Tensor, cropset: CropSet, *, resize: bool = False) -> RefineResult:
     """Paste refined crops back into the images they were cut from.
 
     Args:
         image: ``(B, 3, H, W)`` float in [0, 1], the same images given to :func:`make_crops`.
-        refined: ``(N, 3, h, w)`` in [0, 1], one per crop, in order (any size of the crops' aspect).
+        refined: ``(N, 3, S, S)`` in [0, 1], one per crop, in order, at the crops' size
+            (:func:`refined_problem` says what is wrong otherwise).
         cropset: from :func:`make_crops`.
+        resize: take refined crops of any size of the crops' aspect ratio, resized back.
 
     Returns:
         :class:`~.refine.RefineResult` (image, regions with seam scores, paste masks, report).
@@ -155,17 +191,9 @@ def paste_crops(image: torch.Tensor, refined: torch.Tensor, cropset: CropSet) ->
     if n == 0:
         report.notes.append("no region was cropped; the images are unchanged")
         return RefineResult(current, cropset.regions, masks, report)
-    if not isinstance(refined, torch.Tensor) or refined.ndim != 4 or refined.shape[1] != 3:
-        got = tuple(refined.shape) if isinstance(refined, torch.Tensor) else type(refined).__name__
-        raise ValueError(f"{where}: refined crops must be (N, 3, h, w), got {got}")
-    if refined.shape[0] != n:
-        raise ValueError(f"{where}: refined crops must be the {n} crops of Crop Regions, in order, got {refined.shape[0]} "
-                         "images; sample the crop batch with batch size 1 per crop (no repeats, no extra images)")
-    sh, sw = cropset.size
-    rh, rw = refined.shape[-2:]
-    if abs((rw / rh) / (sw / sh) - 1) > ASPECT_TOLERANCE:
-        raise ValueError(f"{where}: refined crops must keep the crops' aspect ratio ({sw}×{sh}), got {rw}×{rh}; "
-                         "resize them back (or scale both sides by the same factor)")
+    problem = refined_problem(refined, cropset, resize=resize)
+    if problem:
+        raise ValueError(f"{where}: {problem}")
     if not torch.isfinite(refined).all():
         bad = sorted({int(k) for k in torch.nonzero(~torch.isfinite(refined.flatten(1)).all(dim=1)).flatten().tolist()})
     else:
@@ -182,5 +210,6 @@ def paste_crops(image: torch.Tensor, refined: torch.Tensor, cropset: CropSet) ->
                                        refined[k : k + 1].to(current.device))
     for entry in report.regions:
         entry.seconds = {key: round(v, 4) for key, v in entry.seconds.items()}
-    out_batch = RegionBatch(tuple(tuple(r) for r in regions), cropset.regions.image_sizes)
+    out_batch = RegionBatch(tuple(tuple(r) for r in regions), cropset.regions.image_sizes,
+                            searched=cropset.regions.searched)
     return RefineResult(current, out_batch, masks, report)

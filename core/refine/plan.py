@@ -20,7 +20,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from ..errors import ConfigError
-from ..regions import Region
+from ..regions import Region, parse_names
 from .crop import MIN_SIDE, CropPlan, plan_crop
 
 __all__ = ["PICKS", "STATUSES", "RefineSettings", "RegionReport", "RefineReport", "decide", "parse_region_prompts"]
@@ -77,10 +77,7 @@ class RefineSettings:
     square: bool = False
 
     def __post_init__(self):
-        if self.labels is not None:
-            raw = self.labels.split(",") if isinstance(self.labels, str) else self.labels
-            labels = tuple(s.strip() for s in raw if s.strip())
-            object.__setattr__(self, "labels", labels or None)
+        object.__setattr__(self, "labels", parse_names(self.labels))
         cf = float(self.context_factor)
         if not 1.0 <= cf <= 100.0:
             raise ConfigError(f"RefineSettings: context_factor must be in [1, 100] (× the region's box), got {self.context_factor!r}")
@@ -169,12 +166,15 @@ class RefineReport:
             >>> r = RefineReport(1, [RegionReport(0, 0, 0, "face", [0, 0, 4, 4], "skipped", "too small: 4×4 px")])
             >>> print(r.summary())
             1 image, 1 region: 0 refined, 1 skipped, 0 failed
+            warning: nothing was refined, the images are unchanged
             image 0 face #0: skipped (too small: 4×4 px)
         """
         c = self.counts()
         n = len(self.regions)
         lines = [f"{self.images} image{'s' * (self.images != 1)}, {n} region{'s' * (n != 1)}: "
                  f"{c['refined']} refined, {c['skipped']} skipped, {c['failed']} failed"]
+        if not c["refined"]:
+            lines.append("warning: nothing was refined, the images are unchanged")
         lines += self.notes
         for r in self.regions:
             text = f"image {r.image} {r.label} #{r.region}: {r.status}"

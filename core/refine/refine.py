@@ -257,5 +257,6 @@ def refine_regions(image: torch.Tensor, batch: RegionBatch, settings: RefineSett
 
     for entry in report.regions:
         entry.seconds = {k: round(v, 4) for k, v in entry.seconds.items()}
-    out_batch = RegionBatch(tuple(tuple(r) for r in regions), batch.image_sizes)
+    # Old scores were dropped from refined regions (apply_variants), so only the search is carried over.
+    out_batch = RegionBatch(tuple(tuple(r) for r in regions), batch.image_sizes, searched=batch.searched)
     return RefineResult(current, out_batch, masks, report)

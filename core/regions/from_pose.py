@@ -18,8 +18,11 @@ What each region is made of, per person:
 is at least ``min_confidence``. Regions are clipped to the image; one wholly outside is dropped.
 
 Keypoints come in the pose's canvas; :func:`regions_from_pose` takes the image sizes and rescales
-the pose to them when the aspect ratio matches (a canvas of a different shape means the pose
-belongs to another image, which is an error).
+the pose to them when the aspect ratio matches (within :data:`ASPECT_TOLERANCE`): a pose estimated at
+another resolution of the same picture. Refused (:func:`pose_fit_problem`): another aspect ratio (the
+pose belongs to another image or crop), an image with a side under :data:`MIN_IMAGE_SIDE` pixels (no
+face or hand can be found on it), and a rescale by more than :data:`MAX_RESCALE` × either way (a 512²
+pose on a 1×1 image is not the same picture).
 """
 
 from __future__ import annotations
@@ -34,12 +37,17 @@ from ..pose import Person, PoseBatch, PoseFrame, get_format
 from .shapes import convex_hull, ellipse_mask, hull_mask
 from .types import LABELS, Region, RegionBatch, pixel_box
 
-__all__ = ["regions_from_pose", "regions_from_person", "MIN_HULL_POINTS", "ASPECT_TOLERANCE"]
+__all__ = ["regions_from_pose", "regions_from_person", "pose_fit_problem", "MIN_HULL_POINTS", "ASPECT_TOLERANCE",
+           "MIN_IMAGE_SIDE", "MAX_RESCALE"]
 
 #: A hull needs this many confident points, else the part is treated as missing.
 MIN_HULL_POINTS = 3
 #: Relative aspect-ratio difference under which a pose canvas is rescaled to the image size.
 ASPECT_TOLERANCE = 0.01
+#: Keypoint regions need an image at least this many pixels on each side.
+MIN_IMAGE_SIDE = 16
+#: A pose canvas is rescaled to its image by at most this factor, up or down.
+MAX_RESCALE = 32
 _FACE_JOINTS = ("nose", "left_eye", "right_eye", "left_eye_inner", "right_eye_inner", "left_eye_outer",
                 "right_eye_outer", "left_ear", "right_ear", "mouth_left", "mouth_right")
 _FACE_BOX_SCALE = 1.35  # box side / spread of the face points (MediaPipe's detector boxes on frontal faces)
@@ -176,16 +184,41 @@ def regions_from_person(person: Person, *, labels: Iterable[str] = LABELS, min_c
     return [r for r in out if r is not None]
 
 
+def pose_fit_problem(canvas: tuple[int, int], image: tuple[int, int], index: int = 0) -> str:
+    """Why a pose frame with a ``canvas`` of ``(width, height)`` cannot give regions of an ``image`` of
+    ``(width, height)``, or ``""`` when it can (the same size, or the same aspect ratio at a scale of at
+    most :data:`MAX_RESCALE` × either way, on an image of at least :data:`MIN_IMAGE_SIDE` pixels a side).
+
+    >>> pose_fit_problem((512, 512), (1024, 1024)), pose_fit_problem((512, 768), (64, 96))
+    ('', '')
+    >>> pose_fit_problem((512, 512), (1, 1))[:71]
+    'pose 0 has a 512×512 canvas but image 0 is 1×1: an image of at least 16'
+    """
+    (cw, ch), (width, height) = canvas, image
+    head = f"pose {index} has a {cw}×{ch} canvas but image {index} is {width}×{height}"
+    if min(width, height) < MIN_IMAGE_SIDE:
+        return (f"{head}: an image of at least {MIN_IMAGE_SIDE}×{MIN_IMAGE_SIDE} pixels is expected for keypoints (no "
+                "face or hand fits in less); use the full-size image")
+    if (cw, ch) == (width, height):
+        return ""
+    if abs((cw / ch) / (width / height) - 1) > ASPECT_TOLERANCE:
+        return (f"{head}; the aspect ratios differ, so the keypoints belong to another image or crop. Detect the "
+                "pose on this image, or resize the image to the pose canvas")
+    scale = max(cw / width, width / cw)
+    if scale > MAX_RESCALE:
+        return (f"{head}; rescaling the pose {scale:.3g}× (more than {MAX_RESCALE}× either way) would not be the "
+                "same picture at another resolution. Detect the pose on this image, or resize the image to the "
+                "pose canvas")
+    return ""
+
+
 def _frame_for_image(frame: PoseFrame, height: int, width: int, index: int) -> PoseFrame:
     """``frame`` in pixels of a ``width`` × ``height`` image: rescaled when only the scale differs."""
     cw, ch = frame.canvas_width, frame.canvas_height
+    problem = pose_fit_problem((cw, ch), (width, height), index)
+    if problem:
+        raise PoseFormatError(f"regions_from_pose: {problem}")
     if (cw, ch) != (width, height):
-        if abs((cw / ch) / (width / height) - 1) > ASPECT_TOLERANCE:
-            raise PoseFormatError(
-                f"regions_from_pose: pose {index} has a {cw}×{ch} canvas but image {index} is {width}×{height}; "
-                "the aspect ratios differ, so the keypoints belong to another image or crop. Detect the pose on "
-                "this image, or resize the image to the pose canvas"
-            )
         frame = frame.resized(width, height)
     return frame.to_pixels()
 
@@ -197,7 +230,9 @@ def regions_from_pose(pose: PoseBatch, image_sizes: Iterable[tuple[int, int]] | 
     Args:
         pose: B frames.
         image_sizes: ``(H, W)`` per image (B of them); None = each frame's canvas. A canvas with the
-            image's aspect ratio but another size is rescaled to it; another aspect ratio is an error.
+            image's aspect ratio but another size is rescaled to it; another aspect ratio, an image under
+            :data:`MIN_IMAGE_SIDE` pixels or a rescale beyond :data:`MAX_RESCALE` × is an error
+            (:func:`pose_fit_problem`).
         labels: which of ``"face"``, ``"hand"``, ``"person"`` to make.
         min_confidence: keypoints below it are not used.
 

@@ -152,6 +152,11 @@ class Detector:
     def source(self) -> str:
         return f"onnx:{os.path.basename(self.path)}"
 
+    @property
+    def known_labels(self) -> tuple[str, ...] | None:
+        """The labels the model can emit, from its metadata's ``names``; None when it does not list them."""
+        return tuple(dict.fromkeys(self.names.values())) if self.names else None
+
     def label(self, cls: int, num_classes: int) -> str:
         """The label of class ``cls``: from ``names``; else, for a one-class model, from the file
         name; else ``class<cls>``."""

@@ -27,6 +27,8 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 import torch
 
+from .names import parse_names
+
 __all__ = [
     "LABELS", "HANDEDNESS", "COMBINE", "Region", "RegionBatch", "region_mask", "pixel_box",
 ]
@@ -202,12 +204,10 @@ def region_mask(region: Region, height: int, width: int) -> torch.Tensor:
 def _labels_set(labels, where: str) -> frozenset[str] | None:
     if labels is None:
         return None
-    if isinstance(labels, str):
-        labels = [s.strip() for s in labels.split(",")]
-    labels = frozenset(s for s in labels if s)
-    if not labels:
+    parsed = parse_names(labels)
+    if parsed is None:
         raise ValueError(f"{where}: labels must name at least one label (e.g. 'face,hand'), or be None for all")
-    return labels
+    return frozenset(parsed)
 
 
 @dataclass(frozen=True, eq=False)
@@ -217,6 +217,9 @@ class RegionBatch:
     Attributes:
         regions: one tuple of :class:`Region` per image (may be empty).
         image_sizes: ``(H, W)`` per image, same length as ``regions``.
+        searched: the labels the detection that made the batch looked for, found or not (``()`` = not
+            recorded); :mod:`.names` tells an unknown label from one that was looked for and not found.
+        scored: the score names scorers computed over the batch, whether or not a region got one.
 
     Example:
         >>> batch = RegionBatch(((Region("face", (1, 1, 3, 3), 0.8),), ()), ((4, 4), (4, 4)))
@@ -226,10 +229,17 @@ class RegionBatch:
 
     regions: tuple[tuple[Region, ...], ...] = ()
     image_sizes: tuple[tuple[int, int], ...] = ()
+    searched: tuple[str, ...] = ()
+    scored: tuple[str, ...] = ()
 
     def __post_init__(self):
         regions = tuple(tuple(r) for r in self.regions)
         sizes = tuple(tuple(s) for s in self.image_sizes)
+        for name in ("searched", "scored"):
+            values = getattr(self, name)
+            if isinstance(values, str) or not all(isinstance(v, str) and v for v in values):
+                raise ValueError(f"RegionBatch: {name} must be a tuple of non-empty names, got {values!r}")
+            object.__setattr__(self, name, tuple(dict.fromkeys(values)))
         if len(regions) != len(sizes):
             raise ValueError(
                 f"RegionBatch: image_sizes must have one (H, W) per image, got {len(sizes)} sizes "
@@ -337,10 +347,12 @@ class RegionBatch:
     def to_dict(self, *, masks: bool = True) -> dict:
         """A JSON-safe dict (lossless; masks zlib-compressed float32 in base64). ``masks=False``
         leaves the masks out (for UI text); :meth:`from_dict` then reads them as None."""
-        return {
+        out = {
             "image_sizes": [list(s) for s in self.image_sizes],
             "regions": [[_region_to_dict(r, masks) for r in per_image] for per_image in self.regions],
         }
+        out.update({k: list(getattr(self, k)) for k in ("searched", "scored") if getattr(self, k)})
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "RegionBatch":
@@ -353,6 +365,7 @@ class RegionBatch:
         return cls(
             regions=tuple(tuple(_region_from_dict(d) for d in per_image) for per_image in data["regions"]),
             image_sizes=tuple((int(h), int(w)) for h, w in data["image_sizes"]),
+            searched=tuple(data.get("searched", ())), scored=tuple(data.get("scored", ())),
         )
 
 

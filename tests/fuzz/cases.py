@@ -13,7 +13,7 @@ For a node N:
   sockets from what those producers were fed (Paste Regions gets the image its crops were cut from) or
   make (the crops themselves), else from the smallest producer (a fuzz-pack / built-in node, or a
   ``FuzzValue`` None when nothing makes the type). Every output of N goes to a ``FuzzSink``; INT widgets
-  are capped by :func:`cheapen` and :data:`FUZZ_SETTINGS`; :data:`TARGET_SETTINGS` keeps a fuzzed Train
+  are capped by :func:`cheapen`, then :data:`FUZZ_SETTINGS` set; :data:`TARGET_SETTINGS` keeps a fuzzed Train
   from waiting for its job.
 Each case has a ``strict`` flag: strict cases are malformed for any node, so running to success is a
 failure; the others (an empty string, a 1-pixel image, …) may be legitimately accepted, and only a crash,
@@ -53,8 +53,13 @@ MASK_KINDS = {"nan": True, "inf": True, "empty_batch": True, "one_pixel": False,
 #: at 512 px take minutes. Batch sizes are kept (a batch must match its poses). Used by the fuzz baselines
 #: and the browser test.
 CHEAP_CAPS = {"steps": 2, "target_size": 64, "max_size": 64, "width": 64, "height": 64, "variants": 1, "resolution": 64}
-#: Fuzz-only settings of any node of a baseline (upstream included): a training job of one step.
-FUZZ_SETTINGS = {"VitruvianTrain": {"steps": 1, "checkpoint_every": 1}}
+#: Fuzz-only settings of any node of a baseline (upstream included), applied after :data:`CHEAP_CAPS`: a training
+#: job of one step; Crop Regions' crops large enough for the 512-pixel photos' faces (~150 px; at the capped 64
+#: every region is "too large" and skipped, so Crop and Paste Regions cropped and pasted nothing). Refine Regions
+#: keeps the cap: it samples, and its fuzzed maxima (10,000 steps, 64 variants, 8,192-pixel crops) would each
+#: take minutes; it refines nothing and says so with a warning.
+FUZZ_SETTINGS = {"VitruvianTrain": {"steps": 1, "checkpoint_every": 1},
+                 "VitruvianCropRegions": {"target_size": 192, "max_size": 192}}
 #: Settings of the fuzzed node itself: Train returns its job id at once (every accepted case starts a job;
 #: the test cancels them), while an upstream Train (Load Job LoRA's) waits so its LoRA exists.
 TARGET_SETTINGS = {"VitruvianTrain": {"wait": False}}
@@ -215,15 +220,16 @@ def baseline_prompt(node: str, info: dict, workflows: list[dict], producers: dic
             sibling = _sibling(name, kind, inputs, prompt, info, producers) if kind in FALLBACK_PRODUCERS else None
             inputs[name] = sibling or _producer(f"{kind}@{hint}" if hint else kind, producers, prompt, f"p_{name}_")
         prompt[TARGET] = {"class_type": node, "inputs": inputs}
-    for node_id, n in prompt.items():
-        n["inputs"].update(FUZZ_SETTINGS.get(n["class_type"], {}))
-        if node_id == TARGET:
-            n["inputs"].update(TARGET_SETTINGS.get(n["class_type"], {}))
     for slot, _ in enumerate(_outputs(info, node)):
         prompt[f"sink{slot}"] = {"class_type": "FuzzSink", "inputs": {"value": [TARGET, slot]}}
     if not _outputs(info, node) and not entry.get("output_node"):
         return None
-    return cheapen(prompt, info)
+    cheapen(prompt, info)
+    for node_id, n in prompt.items():
+        n["inputs"].update(FUZZ_SETTINGS.get(n["class_type"], {}))
+        if node_id == TARGET:
+            n["inputs"].update(TARGET_SETTINGS.get(n["class_type"], {}))
+    return prompt
 
 
 def _producer(kind: str, producers: dict, prompt: dict, prefix: str) -> list:

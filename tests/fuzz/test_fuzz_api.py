@@ -7,7 +7,15 @@ Every case must end as a validation error (HTTP 400 with ``node_errors``) or an 
 message is non-empty and names the node or one of its inputs; the server must keep answering, and a
 known-good prompt run every :data:`CHECK_EVERY` cases must succeed. Strict cases (malformed for any
 node) must not run to success. Results are printed as a table (and written to ``fuzz_report.md`` in
-the test's tmp folder, or ``$VITRUVIAN_FUZZ_REPORT``).
+the test's tmp folder, or ``$VITRUVIAN_FUZZ_REPORT``, with every accepted case and what it output).
+
+Accepted cases are reviewed too, not only errors (:func:`review`): every output goes to a ``FuzzSink`` that
+describes it (NaN, empty, all-zero; ``tests/fuzz/fuzz_pack``). A case that ran to success on a suspicious
+input (:data:`SUSPECT_CASES`: a 1-pixel image or mask) or produced degenerate outputs (:data:`DEGENERATE`)
+while the node's own text says no ``warning:`` is "accepted (unreviewed)", a failure, until
+``tests/fuzz/accepted_review.json`` gives the reason it is right (per case key, or ``node|input|*``,
+``node|*|case``, ``*|*|case``). Labels that match no region returning NaN, a 1×1 image written into a
+training dataset, an empty mask for an unknown label: each of those is such a case.
 
 Known failures live in ``tests/fuzz/known_failures.json`` (case key → outcome) so the suite stays green
 while node owners fix them; a new failure fails the test, a fixed one is listed as stale. Re-record with
@@ -33,10 +41,15 @@ import pytest
 from ..comfy_host import HostError, HostUnavailable, start_host
 from ..nodes.test_host import prepare_workflow
 from ..test_node_surface import api_workflows
-from .cases import Case, node_cases, producer_graphs
+from .cases import TARGET, Case, node_cases, producer_graphs
 
 FUZZ_PACK = Path(__file__).resolve().parent / "fuzz_pack"
 KNOWN_FAILURES = Path(__file__).resolve().parent / "known_failures.json"
+REVIEWED = Path(__file__).resolve().parent / "accepted_review.json"
+#: Non-strict cases whose acceptance needs a reason whatever the node outputs.
+SUSPECT_CASES = ("image_one_pixel", "mask_one_pixel")
+#: Output flags (``FuzzSink``'s description) that need a reason when the node gave no warning.
+DEGENERATE = ("nan", "empty", "zero")
 CHECK_EVERY = 10
 CASE_TIMEOUT = 30.0
 #: A baseline may run a context once (the closed loop's generation and Load Job LoRA's one-step job).
@@ -44,7 +57,7 @@ BASELINE_TIMEOUT = 300.0
 #: Exception types that are programming errors, never an explanation of a bad input.
 INTERNAL_ERRORS = ("IndexError", "KeyError", "AttributeError", "ZeroDivisionError", "UnboundLocalError",
                    "NameError", "AssertionError", "RecursionError", "NotImplementedError")
-FAILING = ("crash", "timeout", "unclear error", "accepted", "http error")
+FAILING = ("crash", "timeout", "unclear error", "accepted", "accepted (unreviewed)", "http error")
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +166,7 @@ class Client:
             status = ((history or {}).get(prompt_id) or {}).get("status") or {}
             if status.get("completed") is not None:
                 if status.get("status_str") == "success":
-                    return {"outcome": "success", "message": ""}
+                    return {"outcome": "success", "message": "", "outputs": history[prompt_id].get("outputs") or {}}
                 for event, data in status.get("messages", []):
                     if event == "execution_error":
                         return {"outcome": "error", "node_type": data.get("node_type", ""),
@@ -192,6 +205,43 @@ def judge(case: Case, result: dict, info: dict) -> str:
     return "unclear error"
 
 
+def output_flags(result: dict, info: dict, node: str) -> dict[str, list[str]]:
+    """Output name → the flags ``FuzzSink`` found on it (an output list that reached no sink is ``empty``)."""
+    names = info.get(node, {}).get("output_name") or info.get(node, {}).get("output") or []
+    flags = {}
+    for slot, name in enumerate(names):
+        described = (result.get("outputs", {}).get(f"sink{slot}") or {}).get("fuzz")
+        flags[str(name)] = sorted({f for d in described for f in d["flags"]}) if described else ["empty"]
+    return flags
+
+
+def _reason(key: str, reviewed: dict) -> str:
+    node, name, case = key.split("|", 2)
+    for pattern in (key, f"{node}|{name}|*", f"{node}|*|{case}", f"*|*|{case}"):
+        if reviewed.get(pattern):
+            return pattern
+    return ""
+
+
+def review(case: Case, result: dict, info: dict, reviewed: dict) -> tuple[str, str, str]:
+    """``(verdict, why, pattern)`` of an accepted non-strict case: ``"accepted (allowed)"`` when nothing needs a
+    reason; else ``"accepted (reviewed)"`` (``pattern`` = the entry of ``reviewed`` that gives it) or
+    ``"accepted (unreviewed)"``; ``why`` says what needs the reason."""
+    flags = output_flags(result, info, case.node)
+    text = " ".join(str(t) for t in (result.get("outputs", {}).get(TARGET) or {}).get("text", []))
+    why = []
+    if case.name in SUSPECT_CASES:
+        why.append(f"took {'an image' if case.name.startswith('image') else 'a mask'} of one pixel")
+    degenerate = [f"{name} {'/'.join(f for f in fl if f in DEGENERATE)}" for name, fl in flags.items()
+                  if any(f in DEGENERATE for f in fl)]
+    if degenerate and "warning:" not in text.lower():
+        why.append(f"output {', '.join(degenerate)} without a warning")
+    if not why:
+        return "accepted (allowed)", "", ""
+    pattern = _reason(case.key, reviewed)
+    return ("accepted (reviewed)" if pattern else "accepted (unreviewed)"), "; ".join(why), pattern
+
+
 def _image_size(prompt: dict, host) -> tuple[int, int]:
     """(width, height) of the first LoadImage file of a prompt (64×64 when there is none)."""
     from PIL import Image
@@ -217,6 +267,16 @@ def _round_robin(cases: list[Case], limit: int) -> list[Case]:
             if not queue:
                 queues.remove(queue)
     return ordered
+
+
+def _accepted_table(rows: list[tuple[Case, str, dict]]) -> str:
+    lines = ["| node | input | case | value | verdict | outputs (flags) | note |", "|---|---|---|---|---|---|---|"]
+    for case, verdict, result in rows:
+        if verdict.startswith("accepted"):
+            flags = ", ".join(f"{k}: {'/'.join(v) or 'ok'}" for k, v in (result.get("flags") or {}).items())
+            note = " ".join(result.get("message", "").split())[:160].replace("|", "\\|")
+            lines.append(f"| {case.node} | {case.input} | {case.name} | `{case.value}` | {verdict} | {flags} | {note} |")
+    return "\n".join(lines)
 
 
 def _table(rows: list[tuple[Case, str, dict]]) -> str:
@@ -247,6 +307,8 @@ def test_fuzz_every_node(fuzz_host, tmp_path, request):
     budget = float(os.environ.get("VITRUVIAN_FUZZ_BUDGET", "600"))
     per_node = int(os.environ.get("VITRUVIAN_FUZZ_MAX_CASES", "100000"))
     good = 0
+    reviewed = json.loads(REVIEWED.read_text(encoding="utf-8"))["reviewed"] if REVIEWED.is_file() else {}
+    used_reviews = set()
 
     def known_good() -> dict:
         nonlocal good
@@ -284,6 +346,11 @@ def test_fuzz_every_node(fuzz_host, tmp_path, request):
             result["seconds"] = time.monotonic() - case_started
             tried += 1
             verdict = judge(case, result, info)
+            if verdict == "accepted (allowed)":
+                verdict, why, pattern = review(case, result, info, reviewed)
+                result["message"] = why + (f" (reviewed: {reviewed[pattern]})" if pattern else "")
+                result["flags"] = output_flags(result, info, case.node)
+                used_reviews.add(pattern)
             rows.append((case, verdict, result))
             if verdict == "crash" or not client.alive():
                 pytest.fail(f"the server stopped answering after {case.key}:\n{fuzz_host.log_tail(40)}")
@@ -309,13 +376,17 @@ def test_fuzz_every_node(fuzz_host, tmp_path, request):
     report = (f"# Fuzz report\n\n{tried} cases on {len(baselines)} nodes in {elapsed:.0f} s "
               f"(≤ {per_node} per node{', BUDGET RAN OUT' if exhausted else ''}); verdicts: {json.dumps(counts)}\n\n"
               f"Baselines: {json.dumps(baselines, indent=1)}\n\nNot fuzzed (neither outputs nor an output node): "
-              f"{skipped}\n\n## Failures\n\n{_table(failures)}\n")
+              f"{skipped}\n\n## Failures\n\n{_table(failures)}\n\n## Accepted cases (what each output)\n\n"
+              f"{_accepted_table(rows)}\n")
     for path in [tmp_path / "fuzz_report.md", *([Path(os.environ["VITRUVIAN_FUZZ_REPORT"])]
                                                 if os.environ.get("VITRUVIAN_FUZZ_REPORT") else [])]:
         path.write_text(report, encoding="utf-8")
     print(f"\n[fuzz] {tried} cases, {len(failures)} failures, {elapsed:.0f} s; report {tmp_path / 'fuzz_report.md'}")
     print(_table(failures))
 
+    stale_reviews = sorted(set(reviewed) - used_reviews - {""})
+    if stale_reviews and not exhausted and per_node >= 100000:
+        print(f"[fuzz] entries of {REVIEWED.name} no accepted case needs (remove them): {stale_reviews}")
     current = {case.key: verdict for case, verdict, _ in failures}
     slow = sorted(((sum(r["seconds"] for c, _, r in rows if c.node == n) / max(1, sum(c.node == n for c, _, _ in rows)), n)
                    for n in baselines), reverse=True)[:5]
@@ -350,3 +421,27 @@ def test_judge_verdicts():
     assert judge(strict, {**error, "message": ""}, info) == "unclear error"
     assert judge(strict, {**error, "type": "IndexError", "message": "image index 3"}, info) == "unclear error"
     assert judge(strict, {"outcome": "timeout"}, info) == "timeout"
+
+
+def test_review_of_accepted_cases():
+    """What an accepted case output is reviewed (hand-made results shaped like the host's history, no server)."""
+    info = {"VitruvianX": {"output_name": ["regions", "per_image"], "output": ["VITRUVIAN_REGIONS", "FLOAT"]}}
+    labels = Case("VitruvianX", "labels", "huge", "'aaa…'", False, {})
+    ok = {"sink0": {"fuzz": [{"kind": "regions", "flags": []}]}, "sink1": {"fuzz": [{"kind": "float", "flags": []}]}}
+    assert review(labels, {"outputs": ok}, info, {}) == ("accepted (allowed)", "", "")
+    nan = {**ok, "sink1": {"fuzz": [{"kind": "float", "flags": ["nan"]}, {"kind": "float", "flags": []}]}}
+    verdict, why, _ = review(labels, {"outputs": nan}, info, {})
+    assert verdict == "accepted (unreviewed)" and why == "output per_image nan without a warning"
+    # the node said so in its text: a legitimate empty result (no face in one image)
+    warned = {**nan, TARGET: {"text": ["mean per image: –\nwarning: no region with a x score in image 0 (of 1)"]}}
+    assert review(labels, {"outputs": warned}, info, {})[0] == "accepted (allowed)"
+    # an output list that reached no sink, and a reason in the review list
+    missing = {"sink0": ok["sink0"]}
+    assert review(labels, {"outputs": missing}, info, {})[1] == "output per_image empty without a warning"
+    reviewed = {"VitruvianX|labels|*": "every label string is fine here"}
+    assert review(labels, {"outputs": missing}, info, reviewed) == (
+        "accepted (reviewed)", "output per_image empty without a warning", "VitruvianX|labels|*")
+    # a one-pixel image accepted needs a reason whatever comes out
+    tiny = Case("VitruvianX", "image", "image_one_pixel", "one_pixel", False, {})
+    assert review(tiny, {"outputs": ok}, info, {})[:2] == ("accepted (unreviewed)", "took an image of one pixel")
+    assert review(tiny, {"outputs": ok}, info, {"*|*|image_one_pixel": "any size is fine"})[0] == "accepted (reviewed)"

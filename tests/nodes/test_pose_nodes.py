@@ -158,3 +158,28 @@ def test_exception_data_needs_canvas(comfy_host):
     # Normalised MediaPipe landmarks without a canvas: the message says which inputs to set.
     error = _error(comfy_host, _load_node_inputs(canvas_width=0, canvas_height=0))
     assert "has no canvas size" in error.message and "canvas_width/canvas_height" in error.message
+
+
+@pytest.mark.comfy
+def test_exception_preview_over_an_image_the_pose_does_not_fit(comfy_host, comfy_prefix):
+    """Preview Pose stretched any pose over any image (the fuzz test's review found a 512² pose drawn onto a 1×1
+    image); it follows Detect Regions' rule now: the same aspect ratio is scaled, anything else is refused."""
+    prompt = _api()
+    prompt["5"]["inputs"]["filename_prefix"] = comfy_prefix
+    prompt["6"] = {"class_type": "EmptyImage", "inputs": {"width": 1, "height": 1, "batch_size": 1, "color": 0}}
+    prompt["4"]["inputs"]["image"] = ["6", 0]
+    for (width, height), message in (((1, 1), "pose 0 has a 512×512 canvas but image 0 is 1×1: an image of at least "
+                                               "16×16 pixels is expected"),
+                                     ((512, 256), "the aspect ratios differ")):
+        prompt["6"]["inputs"].update(width=width, height=height)
+        with pytest.raises(WorkflowError) as caught:
+            comfy_host.run_workflow(prompt, timeout=120)
+        assert caught.value.node_type == "VitruvianPosePreview"
+        assert "VitruvianPosePreview: input 'image': pose 0 has a 512×512 canvas" in caught.value.message
+        assert message in caught.value.message
+    prompt["6"]["inputs"].update(width=256, height=256)  # another resolution of the same picture: drawn, scaled
+    (path,) = comfy_host.output_files({"5": comfy_host.run_workflow(prompt, timeout=120)["5"]})
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.size == (256, 256) and image.getextrema() != ((0, 0), (0, 0), (0, 0))

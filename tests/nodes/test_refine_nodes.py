@@ -348,6 +348,59 @@ def test_exception_paste_wrong_crop_count(comfy_host, _tiny_checkpoint_path, pho
     assert "refined crops must be the 5 crops of Crop Regions, in order, got 2 images" in error.message
 
 
+@pytest.mark.comfy
+def test_exception_huge_region_prompt(comfy_host, _tiny_checkpoint_path, photos):
+    """A 1 MB region_prompt (found by the fuzz test) was 125,000 CLIP tokens per region: a queue that seemed to hang."""
+    prompt = _graph(comfy_host.place(_tiny_checkpoint_path, "checkpoints"), photos, "refine_err13/img",
+                    refine={"region_prompt": "a" * 1_000_000})
+    prompt["30"]["inputs"]["clip"] = ["1", 1]
+    error = _error(comfy_host, prompt)
+    assert ("VitruvianRefineRegions: input 'region_prompt': a prompt of at most 10000 characters is expected, got "
+            "1000000") in error.message
+
+
+@pytest.mark.comfy
+def test_exception_paste_resized_crops(comfy_host, _tiny_checkpoint_path, photos):
+    """Crops scaled on the way (an upscaler, a VAE cropping to its multiple) are refused, never stretched back."""
+    prompt = _graph(comfy_host.place(_tiny_checkpoint_path, "checkpoints"), photos, "refine_err9/img")
+    geometry = {k: FAST[k] for k in ("labels", "context_factor", "target_size", "max_size", "min_size",
+                                     "mask_dilation", "mask_feather", "score_name", "refine_if_score_below")}
+    prompt["30"] = {"class_type": "VitruvianCropRegions", "inputs": {"image": ["14", 0], "regions": ["21", 0],
+                                                                     **geometry}}
+    prompt["31"] = {"class_type": "ImageScale", "inputs": {"image": ["30", 0], "upscale_method": "bilinear",
+                                                           "width": 128, "height": 128, "crop": "disabled"}}
+    prompt["35"] = {"class_type": "VitruvianPasteRegions", "inputs": {"image": ["14", 0], "refined_crops": ["31", 0],
+                                                                      "crop_geometry": ["30", 2]}}
+    for key in ("40", "42", "43", "44", "45"):
+        del prompt[key]
+    prompt["40"] = {"class_type": "SaveImage", "inputs": {"images": ["35", 0], "filename_prefix": "refine_err9/out"}}
+    error = _error(comfy_host, prompt, "VitruvianPasteRegions")
+    assert ("VitruvianPasteRegions: input 'refined_crops': refined crops must be 96×96 pixels, the size Crop Regions "
+            "cut, got 128×128; scale them back to 96×96") in error.message
+
+
+@pytest.mark.comfy
+def test_exception_labels_and_score_name_the_regions_cannot_carry(comfy_host, _tiny_checkpoint_path, photos):
+    """A typo in labels refined nothing, an unknown score_name refined everything "without the gate": both are
+    node errors now, before any sampling."""
+    ckpt = comfy_host.place(_tiny_checkpoint_path, "checkpoints")
+    error = _error(comfy_host, _graph(ckpt, photos, "refine_err10/img", refine={"labels": "face,fcae"}))
+    assert "VitruvianRefineRegions: input 'labels': a label the regions carry (or that their detection looked for) " \
+           "is expected, got an unknown label fcae; the regions carry face, hand, person" in error.message
+    error = _error(comfy_host, _graph(ckpt, photos, "refine_err11/img", refine={"score_name": "sharpness"}))
+    assert "input 'score_name': a score name the regions carry is expected, got an unknown score sharpness; the " \
+           "regions carry no scores" in error.message
+    crop = {k: FAST[k] for k in ("labels", "context_factor", "target_size", "max_size", "min_size", "mask_dilation",
+                                 "mask_feather", "score_name", "refine_if_score_below")}
+    base = _graph(ckpt, photos, "refine_err12/img")
+    prompt = {key: base[key] for key in ("10", "11", "12", "13", "14", "20", "21")}
+    prompt["30"] = {"class_type": "VitruvianCropRegions", "inputs": {"image": ["14", 0], "regions": ["21", 0],
+                                                                     **crop, "labels": "hands"}}
+    prompt["31"] = {"class_type": "PreviewImage", "inputs": {"images": ["30", 0]}}
+    error = _error(comfy_host, prompt, "VitruvianCropRegions")
+    assert "input 'labels'" in error.message and "got an unknown label hands" in error.message
+
+
 # ------------------------------------------------------------------------------ the shipped workflow
 
 

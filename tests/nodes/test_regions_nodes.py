@@ -177,6 +177,61 @@ def test_exception_pose_errors(comfy_host):
 
 
 @pytest.mark.comfy
+def test_exception_pose_on_a_tiny_image(comfy_host):
+    """The astronaut's 512² pose on a 1×1 image was rescaled onto it without a word; now it names the input."""
+    prompt = _prompt("astronaut.png", pose_text=_landmarks_text("astronaut.png"))
+    prompt["1"] = {"class_type": "EmptyImage", "inputs": {"width": 1, "height": 1, "batch_size": 1, "color": 0}}
+    error = _error(comfy_host, prompt)
+    assert error.node_type == "VitruvianDetectRegions"
+    assert ("VitruvianDetectRegions: input 'pose': pose 0 has a 512×512 canvas but image 0 is 1×1: an image of at "
+            "least 16×16 pixels is expected for keypoints") in error.message
+    prompt["1"]["inputs"].update(width=2048, height=2048)  # the same picture at 4×: rescaled, as before
+    prompt["2"]["inputs"].update(canvas_width=32, canvas_height=32)  # but a 32² pose on it is 64×: refused
+    assert "rescaling the pose 64× (more than 32× either way)" in _error(comfy_host, prompt).message
+
+
+@pytest.mark.comfy
+def test_exception_labels_no_region_can_carry(comfy_host, comfy_prefix):
+    """A label no source makes is an error listing what they make; a label the regions cannot carry is an error in
+    Regions to Mask and Regions to SEGS; one they could carry but do not is an empty mask with a warning."""
+    comfy_host.place(DATA / "astronaut.png", "input")
+    landmarks = _landmarks_text("astronaut.png")
+    error = _error(comfy_host, _prompt("astronaut.png", pose_text=landmarks, labels="face,fcae"))
+    assert ("VitruvianDetectRegions: input 'labels': a label that the pose or the detector makes is expected, got "
+            "fcae; the pose makes face, hand, person") in error.message
+
+    prompt = _api()
+    prompt["3"]["inputs"]["labels"] = "face,hand"  # the astronaut's hands are not in the picture
+    prompt["4"]["inputs"]["labels"] = "person"  # not looked for: empty by construction
+    prompt["6"]["inputs"]["filename_prefix"] = comfy_prefix
+    error = _error(comfy_host, prompt)
+    assert error.node_type == "VitruvianRegionsToMask"
+    assert ("VitruvianRegionsToMask: input 'labels': a label the regions carry (or that their detection looked for) "
+            "is expected, got an unknown label person; the regions carry face; their detection looked for face, "
+            "hand") in error.message
+    prompt["4"]["inputs"]["labels"] = "hand"  # looked for, not found: a legitimate empty mask, said so
+    outputs = comfy_host.run_workflow(prompt, timeout=180)
+    assert outputs["4"]["text"] == ["mask of 1 image: no regions\nwarning: no region labelled hand in image 0 (of 1)"]
+    (path,) = comfy_host.output_files({"6": outputs["6"]})
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert np.asarray(image.convert("L")).max() == 0
+
+    segs = {"1": prompt["1"], "2": prompt["2"], "3": prompt["3"],
+            "7": {"class_type": "VitruvianRegionsToSEGS", "inputs": {"regions": ["3", 0], "batch_index": 0,
+                                                                     "crop_factor": 3.0, "labels": "hand"}},
+            "8": {"class_type": "VitruvianSEGSToRegions", "inputs": {"segs": ["7", 0]}},
+            "9": {"class_type": "PreviewAny", "inputs": {"source": ["8", 0]}}}
+    outputs = comfy_host.run_workflow(segs, timeout=180)
+    assert outputs["7"]["text"] == ["0 SEG(s) of image 0\nwarning: no region labelled hand in image 0"]
+    segs["7"]["inputs"]["labels"] = "a" * 100_000
+    error = _error(comfy_host, segs)
+    assert error.node_type == "VitruvianRegionsToSEGS" and "input 'labels'" in error.message
+    assert len(error.message) < 1000  # the 100 KB label is cut in the message
+
+
+@pytest.mark.comfy
 def test_exception_missing_detector_lists_folders(comfy_host):
     comfy_host.place(DATA / "astronaut.png", "input")
     error = _error(comfy_host, _prompt("astronaut.png", detector="face_yolov8m.onnx"))

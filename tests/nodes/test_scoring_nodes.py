@@ -180,7 +180,9 @@ def test_value_no_people_no_scores_no_error(comfy_host):
     prompt["2"]["inputs"].update(format="pose_keypoint", canvas_width=0, canvas_height=0)
     del prompt["7"]
     outputs = comfy_host.run_workflow(prompt, timeout=180)
-    assert outputs["4"]["text"][0] == "sharpness (mean per image): –\nimage 0: no region scored"
+    assert outputs["4"]["text"][0] == ("sharpness (mean per image): –\nimage 0: no region scored\nwarning: no region "
+                                       "with a sharpness score in image 0 (of 1) (no region it could score): "
+                                       "per_image is NaN there")
 
 
 @pytest.mark.comfy
@@ -231,8 +233,68 @@ def test_exception_image_and_regions_disagree(comfy_host):
 def test_exception_rank_by_a_score_nobody_has(comfy_host):
     comfy_host.place(DATA / "astronaut.png", "input")
     error = _error(comfy_host, _rank(_batch_prompt(), score="facescore"), "VitruvianRankImages")
-    assert "score must name a score the regions carry, got 'facescore'; the regions carry sharpness, " \
-           "sharpness_rel" in error.message
+    assert "VitruvianRankImages: input 'score': a score name the regions carry is expected, got an unknown score " \
+           "facescore; the regions carry sharpness, sharpness_rel. Score them first with Score Regions" in error.message
+    error = _error(comfy_host, _rank(_batch_prompt(), score=""), "VitruvianRankImages")
+    assert "input 'score': one score name is expected" in error.message
+    error = _error(comfy_host, _rank(_batch_prompt(), labels="faces"), "VitruvianRankImages")
+    assert "input 'labels'" in error.message and "got an unknown label faces; the regions carry face" in error.message
+
+
+def _hands_scored() -> dict:
+    """The shipped workflow's astronaut (a face, no hands in the picture) scored for sharpness on its hands only:
+    a legitimate empty result (node 4), its report (8) and per-image values (9)."""
+    prompt = {key: node for key, node in _api().items() if key in ("1", "2", "3", "4")}
+    prompt["4"]["inputs"]["labels"] = "hand"
+    prompt["8"] = {"class_type": "PreviewAny", "inputs": {"source": ["4", 1]}}
+    prompt["9"] = {"class_type": "PreviewAny", "inputs": {"source": ["4", 2]}}
+    return prompt
+
+
+@pytest.mark.comfy
+def test_value_labels_no_region_carries_is_a_warning(comfy_host):
+    """Score Regions on labels no region has (but that were looked for): NaN per image, said so in the text and the
+    report; ranking by that score keeps the batch order with a warning, or refuses when it would drop every image."""
+    comfy_host.place(DATA / "astronaut.png", "input")
+    outputs = comfy_host.run_workflow(_hands_scored(), timeout=180)
+    warning = ("warning: no region with a sharpness score in image 0 (of 1) (no hand region it could score): "
+               "per_image is NaN there")
+    assert outputs["4"]["text"][0].splitlines()[-1] == warning
+    assert json.loads(outputs["8"]["text"][0])["warnings"] == [warning]
+    assert math.isnan(float(outputs["9"]["text"][0]))
+
+    prompt = _hands_scored()
+    prompt["20"] = {"class_type": "VitruvianRankImages", "inputs": {
+        "image": ["1", 0], "regions": ["4", 0], "score": ["4", 3], "aggregate": "min", "order": "descending",
+        "top_k": 0, "labels": "", "missing": "last"}}
+    prompt["21"] = {"class_type": "PreviewAny", "inputs": {"source": ["20", 2]}}
+    outputs = comfy_host.run_workflow(prompt, timeout=180)
+    assert outputs["21"]["text"] == ["0"]
+    assert outputs["20"]["text"][0].splitlines() == [
+        "#0: image 0 min sharpness –",
+        "warning: no image has a region with a sharpness score: nothing to rank, the batch order is kept"]
+    prompt["20"]["inputs"]["missing"] = "drop"
+    error = _error(comfy_host, prompt, "VitruvianRankImages")
+    assert "input 'score': no image has a region with a sharpness score, so missing=drop would output no image" \
+        in error.message
+
+
+@pytest.mark.comfy
+def test_exception_labels_and_scores_the_regions_cannot_carry(comfy_host):
+    """Labels and score names nothing can match were NaN per image (Score Regions) or an empty drawing (Score
+    Preview) without a word; now they are node errors that list what the regions carry."""
+    comfy_host.place(DATA / "astronaut.png", "input")
+    prompt = _api()
+    prompt["4"]["inputs"]["labels"] = "fcae"
+    error = _error(comfy_host, prompt, "VitruvianScoreRegions")
+    assert ("VitruvianScoreRegions: input 'labels': a label the regions carry (or that their detection looked for) is "
+            "expected, got an unknown label fcae; the regions carry face, person; their detection looked for face, "
+            "hand, person") in error.message
+    prompt = _api()
+    prompt["6"]["inputs"]["scores"] = "confidence, sharpnes"
+    error = _error(comfy_host, prompt, "VitruvianScorePreview")
+    assert ("VitruvianScorePreview: input 'scores': a score name the regions carry is expected, got an unknown score "
+            "sharpnes; the regions carry confidence, sharpness, sharpness_rel") in error.message
 
 
 # ------------------------------------------------------------------------------ the private host

@@ -231,17 +231,15 @@ def test_hot_load_reads_a_newer_checkpoint(closed_loop, comfy_host, tiny_checkpo
     assert "-step99.safetensors" in again
 
 
-@pytest.mark.comfy
-def test_collect_pairs_from_real_photos(comfy_host):
-    """A blurred and a sharp copy of a real photo: the sharp one wins; a real winner is marked real (HG-DPO)."""
+def _pairs_prompt(comfy_host, dataset: str) -> dict:
+    """astronaut blurred + sharp → keypoint regions → face sharpness → Collect Pairs (node 8) into ``dataset``."""
     from vitruvian.core.pose import load_pose, to_pose_keypoint
 
     pose = json.loads(DETECT_API.read_text())["2"]["inputs"]
     frame = to_pose_keypoint(load_pose(pose["json_text"], format="mediapipe33", canvas=(512, 512)).pose, space="pixels")[0]
     for photo in ("astronaut.png", "camera.png"):
         comfy_host.place(REPO_ROOT / "tests" / "data" / photo, "input", photo)
-    dataset = f"vitruvian/test_real_{uuid.uuid4().hex[:8]}"
-    prompt = {
+    return {
         "1": {"class_type": "LoadImage", "inputs": {"image": "astronaut.png"}},
         "2": {"class_type": "ImageBlur", "inputs": {"image": ["1", 0], "blur_radius": 6, "sigma": 3.0}},
         "3": {"class_type": "ImageBatch", "inputs": {"image1": ["2", 0], "image2": ["1", 0]}},  # blurred, sharp
@@ -255,6 +253,13 @@ def test_collect_pairs_from_real_photos(comfy_host):
               "prompt": "an astronaut", "dataset": dataset, "aggregate": "mean", "labels": "face", "pairing": "extremes",
               "max_pairs": 0, "min_margin": 0.0, "higher_is_better": True}},
     }
+
+
+@pytest.mark.comfy
+def test_collect_pairs_from_real_photos(comfy_host):
+    """A blurred and a sharp copy of a real photo: the sharp one wins; a real winner is marked real (HG-DPO)."""
+    dataset = f"vitruvian/test_real_{uuid.uuid4().hex[:8]}"
+    prompt = _pairs_prompt(comfy_host, dataset)
     text = comfy_host.run_workflow(prompt)["8"]["text"][0]
     assert text.startswith("1 pair(s) added") and text.splitlines()[1].startswith("image 1 ("), text
     folder = comfy_host.folders["output"] / dataset
@@ -273,6 +278,87 @@ def test_collect_pairs_from_real_photos(comfy_host):
     from vitruvian.trainers.data import validate_dataset
 
     assert len(validate_dataset(folder)) == 2
+
+
+def _collect_error(comfy_host, prompt) -> str:
+    with pytest.raises(WorkflowError) as caught:
+        comfy_host.run_workflow(prompt)
+    assert caught.value.node_type == "VitruvianCollectPairs", str(caught.value)
+    return caught.value.message
+
+
+@pytest.mark.comfy
+def test_collect_pairs_refuses_what_would_spoil_a_dataset(comfy_host):
+    """A 1×1 "real" winner, quality maps of another size, a score or labels no region carries, a dataset path the
+    OS refuses: node errors naming the input, and nothing is written."""
+    dataset = f"vitruvian/test_refused_{uuid.uuid4().hex[:8]}"
+    prompt = _pairs_prompt(comfy_host, dataset)
+    prompt["9"] = {"class_type": "EmptyImage", "inputs": {"width": 1, "height": 1, "batch_size": 1, "color": 0}}
+    prompt["8"]["inputs"]["real_images"] = ["9", 0]
+    assert ("VitruvianCollectPairs: input 'real_images': images of at least 64×64 pixels are expected in a training "
+            "dataset (Train's smallest resolution), got 1×1") in _collect_error(comfy_host, prompt)
+    del prompt["8"]["inputs"]["real_images"]
+    prompt["9"]["inputs"].update(width=64, height=48, batch_size=2)
+    prompt["10"] = {"class_type": "ImageToMask", "inputs": {"image": ["9", 0], "channel": "red"}}
+    prompt["8"]["inputs"]["quality"] = ["10", 0]
+    assert ("input 'quality': quality maps of the images' size 512×512 are expected, got 64×48"
+            in _collect_error(comfy_host, prompt))
+    del prompt["8"]["inputs"]["quality"]
+    prompt["8"]["inputs"]["score"] = "sharpnes"
+    assert ("input 'score': a score name the regions carry is expected, got an unknown score sharpnes; the regions "
+            "carry sharpness, sharpness_rel") in _collect_error(comfy_host, prompt)
+    prompt["8"]["inputs"].update(score=["7", 3], labels="hand,fcae")
+    message = _collect_error(comfy_host, prompt)
+    assert "input 'labels'" in message and "got an unknown label fcae" in message
+    prompt["8"]["inputs"]["labels"] = "face"
+    prompt["8"]["inputs"]["dataset"] = f"{dataset}/{'a' * 300}"
+    assert ("input 'dataset': a folder path the OS accepts is expected; this one has a name of 300 bytes, longer "
+            "than the 255 its file system allows" in _collect_error(comfy_host, prompt))
+    afile = comfy_host.folders["output"] / "vitruvian" / f"test_file_{uuid.uuid4().hex[:8]}.txt"
+    afile.parent.mkdir(parents=True, exist_ok=True)
+    afile.write_text("not a folder")
+    prompt["8"]["inputs"]["dataset"] = f"vitruvian/{afile.name}"
+    assert f"input 'dataset': a folder is expected, but {afile} is a file" in _collect_error(comfy_host, prompt)
+    assert not (comfy_host.folders["output"] / dataset).exists()
+
+
+@pytest.mark.comfy
+def test_collect_pairs_with_nothing_scored_adds_nothing_with_a_warning(comfy_host):
+    """Scored faces asked for hands that are not in the picture: a legitimate outcome, 0 pairs and a warning."""
+    dataset = f"vitruvian/test_unscored_{uuid.uuid4().hex[:8]}"
+    prompt = _pairs_prompt(comfy_host, dataset)
+    prompt["8"]["inputs"]["labels"] = "hand"
+    text = comfy_host.run_workflow(prompt)["8"]["text"][0]
+    assert text.startswith("0 pair(s) added, 0 duplicate(s) skipped; 0 in ")
+    assert text.splitlines()[-1] == "warning: no image has a region labelled hand with a sharpness score"
+
+
+@pytest.mark.comfy
+def test_train_path_inputs_the_os_refuses_are_node_errors(comfy_host, tiny_checkpoint):
+    """A 100 KB data path surfaced a raw "[Errno 36] File name too long"; a LoRA name too long for a file name
+    started a job that could only fail when saving."""
+    def error(**inputs) -> str:
+        with pytest.raises(WorkflowError) as caught:
+            node = _train("vitruvian/test_not_there", tiny_checkpoint.name)
+            node["inputs"].update(inputs)
+            comfy_host.run_workflow({"1": node})
+        assert caught.value.node_type == "VitruvianTrain" and "Errno" not in caught.value.message
+        return caught.value.message
+
+    assert ("VitruvianTrain: input 'data': a folder path the OS accepts is expected; this one is too long for the file "
+            "system (1000") in error(data="d" * 100_000)
+    (comfy_host.folders["output"] / "vitruvian").mkdir(exist_ok=True)
+    message = error(data="vitruvian/" + "d" * 1000)
+    assert ("VitruvianTrain: input 'data': a folder path the OS accepts is expected; this one is too long for the file "
+            "system (") in message and "its longest name 1000; names may hold 255 bytes" in message
+    # below a folder that does not exist yet the OS would only say so when the folder is created
+    missing = f"vitruvian/test_missing_{uuid.uuid4().hex[:8]}/" + "d" * 1000
+    assert ("VitruvianTrain: input 'data': a folder path the OS accepts is expected; this one has a name of 1000 bytes, "
+            "longer than the 255 its file system allows; the path given: 'vitruvian/test_missing_") in error(data=missing)
+    assert "VitruvianTrain: input 'data': a folder path (relative to ComfyUI's output folder, without NUL characters)" \
+        in error(data="vitruvian/pa\x00irs")
+    assert ("VitruvianTrain: input 'name': a file name stem of at most 200 bytes is expected (the LoRA is saved as "
+            "<name>-<job id>.safetensors), got 300 bytes") in error(name="n" * 300)
 
 
 # ------------------------------------------------------------------------------------------ jobs

@@ -74,6 +74,7 @@ def test_exception_required_keys():
     ("mixed_precision", "fp32", "mixed_precision must be one of 'no', 'fp16', 'bf16', got 'fp32'"),
     ("beta_convention", "trl", "beta_convention must be one of 'official', 'diffusers'"),
     ("name", "a/b", "name must be a file name stem"),
+    ("name", "n" * 201, "name must be at most 200 bytes"),
     ("lora_targets", (), "lora_targets must be a non-empty list"),
     ("lora_targets", ("to_q", ""), "lora_targets must be a non-empty list"),
     ("steps", "3", "steps must be an integer, got str '3'"),

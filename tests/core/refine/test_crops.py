@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vitruvian.core.refine import CropSet, RefineSettings, make_crops, paste_crops, square_size
+from vitruvian.core.refine import CropSet, RefineSettings, make_crops, paste_crops, refined_problem, square_size
 from vitruvian.core.regions import RegionBatch
 
 SETTINGS = RefineSettings(labels="face,hand", target_size=64, max_size=128, min_size=8, context_factor=1.5,
@@ -34,10 +34,17 @@ def test_value_paste_back(photos, photo_regions):
     assert (same.image - photos).abs().max() < 0.25 and (same.image - photos).abs().mean() < 0.002
 
 
-def test_value_refined_at_another_size(photos, photo_regions):
+def test_value_refined_at_another_size_only_when_asked(photos, photo_regions):
+    """A size change between Crop Regions and Paste Regions (an upscaler, a VAE cropping to its multiple) is an
+    error by default, never a silent stretch; resize=True takes any size of the crops' aspect ratio."""
     crops, _, cropset = make_crops(photos, photo_regions, SETTINGS)
     bigger = torch.nn.functional.interpolate(1 - crops, size=(192, 192), mode="bilinear")
-    assert paste_crops(photos, bigger, cropset).report.counts()["refined"] == 5
+    with pytest.raises(ValueError, match=r"refined crops must be 96×96 pixels, the size Crop Regions cut, got 192×192; "
+                                         r"scale them back to 96×96"):
+        paste_crops(photos, bigger, cropset)
+    assert refined_problem(bigger, cropset).startswith("refined crops must be 96×96 pixels")
+    assert refined_problem(bigger, cropset, resize=True) == "" and refined_problem(1 - crops, cropset) == ""
+    assert paste_crops(photos, bigger, cropset, resize=True).report.counts()["refined"] == 5
 
 
 def test_value_nan_crop_fails_alone(photos, photo_regions):
@@ -63,6 +70,8 @@ def test_exception(photos, photo_regions):
     with pytest.raises(ValueError, match=r"refined crops must be the 5 crops of Crop Regions, in order, got 4 images"):
         paste_crops(photos, crops[:4], cropset)
     with pytest.raises(ValueError, match=r"refined crops must keep the crops' aspect ratio \(96×96\), got 128×96"):
+        paste_crops(photos, torch.nn.functional.interpolate(crops, size=(96, 128)), cropset, resize=True)
+    with pytest.raises(ValueError, match=r"refined crops must be 96×96 pixels, the size Crop Regions cut, got 128×96"):
         paste_crops(photos, torch.nn.functional.interpolate(crops, size=(96, 128)), cropset)
     with pytest.raises(ValueError, match=r"regions must describe the 1 image\(s\) of the batch, got regions for 3"):
         paste_crops(photos[:1], crops, cropset)

@@ -62,3 +62,43 @@ def test_exception(detections):
         detect_regions(image, pose={"people": []})
     with pytest.raises(ValueError, match="looks like ComfyUI's IMAGE layout"):
         detect_regions(image.permute(0, 2, 3, 1), pose=_pose(detections, "astronaut.png"))
+
+
+def test_value_searched_labels_are_recorded(detections, onnx_models):
+    """The labels looked for travel with the regions, so later nodes tell "not found" from "never looked for"."""
+    image = load_photo("astronaut.png")
+    pose = _pose(detections, "astronaut.png")
+    assert detect_regions(image, pose=pose)[0].searched == ("face", "hand", "person")
+    assert detect_regions(image, pose=pose, labels="face, person")[0].searched == ("face", "person")
+    named = load_detector(onnx_models["bbox"])  # classes face, hand
+    assert detect_regions(image, detector=named)[0].searched == ("face", "hand")
+    assert detect_regions(image, pose=pose, detector=named, labels="hand")[0].searched == ("hand",)
+    unnamed = load_detector(onnx_models["unnamed_two"])  # no class names: what it makes is not known
+    assert detect_regions(image, detector=unnamed)[0].searched == ()
+    assert detect_regions(image, detector=unnamed, labels=["class1"])[0].searched == ("class1",)
+
+
+def test_value_labels_no_source_makes(detections, onnx_models):
+    """A label no source here makes: the pack's own labels are a note (the default asks for all three), any other
+    label an error listing what the sources make."""
+    image = load_photo("coffee.png")
+    named = load_detector(onnx_models["bbox"])
+    _, notes = detect_regions(image, detector=named, labels="face,hand,person")
+    assert notes == ["detector colour_boxes.onnx on CPUExecutionProvider",
+                     "labels person: no source here makes them (the detector makes face, hand)"]
+    with pytest.raises(ValueError, match=r"labels: a label that the pose or the detector makes is expected, got "
+                                         r"fcae; the detector makes face, hand\. Check the spelling"):
+        detect_regions(image, detector=named, labels="fcae,hand")
+    pose = _pose(detections, "astronaut.png")
+    with pytest.raises(ValueError, match=r"got abc; the pose makes face, hand, person"):
+        detect_regions(load_photo("astronaut.png"), pose=pose, labels="abc")
+    # a detector that does not list its classes may make any label
+    assert detect_regions(image, detector=load_detector(onnx_models["unnamed_two"]), labels="abc")[0].count() == 0
+
+
+def test_exception_pose_on_a_tiny_image(detections):
+    """A 512² pose on a 1×1 image is refused, not rescaled."""
+    pose = _pose(detections, "astronaut.png")
+    with pytest.raises(ValueError, match=r"pose 0 has a 512×512 canvas but image 0 is 1×1: an image of at least "
+                                         r"16×16 pixels is expected for keypoints"):
+        detect_regions(torch.rand(1, 3, 1, 1), pose=pose)

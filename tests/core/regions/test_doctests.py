@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["types", "from_pose", "shapes", "nms", "masks", "segs", "onnx_detect"]
+MODULES = ["types", "from_pose", "shapes", "nms", "masks", "segs", "onnx_detect", "names", "detect"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -10,6 +10,7 @@ import torch
 from vitruvian.core.errors import PoseFormatError
 from vitruvian.core.pose import Part, Person, PoseBatch, PoseFrame, load_pose
 from vitruvian.core.regions import Region, box_iou, regions_from_pose
+from vitruvian.core.regions.from_pose import pose_fit_problem
 
 from .conftest import NEGATIVES, PEOPLE
 
@@ -177,12 +178,33 @@ def test_value_canvas_rescaled_to_the_image():
     assert hand.box == pytest.approx(tuple(2 * v for v in same.box), abs=1e-3)
 
 
+def test_value_pose_fit_rule():
+    """Another resolution of the same picture is rescaled; a tiny image, another aspect ratio or a rescale by more
+    than 32× either way is refused (a 512² pose on a 1×1 image is not the same picture)."""
+    assert pose_fit_problem((512, 512), (512, 512)) == ""
+    assert pose_fit_problem((512, 768), (1024, 1536)) == ""  # DWPose at 512 for a 1024×1536 image
+    assert pose_fit_problem((512, 512), (16, 16)) == ""  # 32×: the limit, and the smallest image
+    assert pose_fit_problem((64, 64), (2048, 2048)) == ""
+    assert pose_fit_problem((512, 512), (1, 1), 3) == (
+        "pose 3 has a 512×512 canvas but image 3 is 1×1: an image of at least 16×16 pixels is expected for "
+        "keypoints (no face or hand fits in less); use the full-size image")
+    assert "an image of at least 16×16 pixels is expected" in pose_fit_problem((8, 8), (8, 8))  # even at the canvas size
+    assert "rescaling the pose 64× (more than 32× either way)" in pose_fit_problem((1024, 1024), (16, 16))
+    assert "rescaling the pose 64×" in pose_fit_problem((32, 32), (2048, 2048))
+    assert "the aspect ratios differ" in pose_fit_problem((512, 256), (512, 512))
+
+
 def test_exception_pose():
     person = Person(right_hand=Part("hand21", _hand21(x0=150.0, y0=100.0)))
     pose = PoseBatch((PoseFrame((person,), 256, 256),))
     with pytest.raises(PoseFormatError, match=r"pose 0 has a 256×256 canvas but image 0 is 512×300; the aspect "
                                               r"ratios differ"):
         regions_from_pose(pose, [(300, 512)])
+    with pytest.raises(PoseFormatError, match=r"pose 0 has a 256×256 canvas but image 0 is 1×1: an image of at "
+                                              r"least 16×16 pixels is expected"):
+        regions_from_pose(pose, [(1, 1)])
+    with pytest.raises(PoseFormatError, match=r"rescaling the pose 64× \(more than 32× either way\)"):
+        regions_from_pose(pose, [(16384, 16384)])
     with pytest.raises(ValueError, match="pose has 1 frames but there are 2 images"):
         regions_from_pose(pose, [(256, 256), (256, 256)])
     with pytest.raises(ValueError, match=r"labels must be among face, hand, person, got \['feet'\]"):

@@ -4,7 +4,9 @@ socket type. The fuzz test's own host loads it beside the Vitruvian pack; it is 
 
 - ``FuzzImage`` (IMAGE) and ``FuzzMask`` (MASK): ``kind`` picks the defect, ``width``/``height`` the size.
 - ``FuzzValue`` (any type): ``kind`` picks a Python object that is *not* what the socket type promises.
-- ``FuzzSink`` (output node, any input): consumes a value so that a node without an output node runs.
+- ``FuzzSink`` (output node, any input): consumes a value so that a node without an output node runs, and
+  describes it in its UI output (``fuzz``: :func:`describe`), so the fuzz test can review what an accepted
+  case produced: NaN, empty, all-zero.
 """
 
 import torch
@@ -116,6 +118,49 @@ class FuzzValue:
         return (values[kind],)
 
 
+def _tensor_flags(t) -> list:
+    flags = []
+    if t.numel() == 0:
+        flags.append("empty")
+    elif t.is_floating_point():
+        if not bool(torch.isfinite(t).all()):
+            flags.append("nan")
+        elif not bool(t.any()):
+            flags.append("zero")
+    return flags
+
+
+def describe(value) -> dict:
+    """``{"kind": ..., "flags": [...]}`` of a value a node output: flags ``nan`` (NaN/inf numbers or pixels),
+    ``empty`` (no elements, no regions, no SEGS, no crops, an empty text), ``zero`` (an all-zero tensor: an
+    empty mask). Pack types are recognised by their attributes (this pack never imports the Vitruvian one)."""
+    if value is None:
+        return {"kind": "None", "flags": ["none"]}
+    if isinstance(value, torch.Tensor):
+        return {"kind": f"tensor {list(value.shape)}", "flags": _tensor_flags(value)}
+    if isinstance(value, bool) or isinstance(value, int):
+        return {"kind": "int", "flags": []}
+    if isinstance(value, float):
+        return {"kind": "float", "flags": [] if value == value and abs(value) != float("inf") else ["nan"]}
+    if isinstance(value, str):
+        return {"kind": "str", "flags": [] if value.strip() else ["empty"]}
+    if hasattr(value, "regions") and hasattr(value, "image_sizes"):  # VITRUVIAN_REGIONS
+        count = sum(len(r) for r in value.regions)
+        return {"kind": f"regions of {len(value.regions)} image(s), {count} region(s)", "flags": [] if count else ["empty"]}
+    if hasattr(value, "plans") and hasattr(value, "size"):  # VITRUVIAN_CROPS
+        return {"kind": f"crops ({len(value.plans)})", "flags": [] if value.plans else ["empty"]}
+    if hasattr(value, "frames"):  # VITRUVIAN_POSE
+        people = sum(len(f.people) for f in value.frames)
+        return {"kind": f"pose of {len(value.frames)} frame(s), {people} people", "flags": [] if people else ["empty"]}
+    if isinstance(value, dict) and isinstance(value.get("samples"), torch.Tensor):  # LATENT
+        return {"kind": f"latent {list(value['samples'].shape)}", "flags": _tensor_flags(value["samples"])}
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], list):  # SEGS
+        return {"kind": f"SEGS ({len(value[1])})", "flags": [] if value[1] else ["empty"]}
+    if isinstance(value, (list, tuple, dict)):
+        return {"kind": type(value).__name__, "flags": [] if value else ["empty"]}
+    return {"kind": type(value).__name__, "flags": []}
+
+
 class FuzzSink:
     CATEGORY = "testing/fuzz"
     RETURN_TYPES = ()
@@ -127,7 +172,7 @@ class FuzzSink:
         return {"required": {"value": (ANY,)}}
 
     def consume(self, value):
-        return {}
+        return {"ui": {"fuzz": [describe(value)]}}
 
 
 NODE_CLASS_MAPPINGS = {"FuzzImage": FuzzImage, "FuzzMask": FuzzMask, "FuzzValue": FuzzValue, "FuzzSink": FuzzSink}
