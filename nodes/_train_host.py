@@ -1,6 +1,6 @@
 """ComfyUI side of training jobs: where jobs and LoRAs live, safe paths, freeing memory, UI messages.
 
-- Jobs: ``<output>/vitruvian/jobs/<job id>/`` (one :class:`~vitruvian.core.jobs.JobStore` per process,
+- Jobs: ``<output>/vitruvian/jobs/<job id>/`` (one :class:`~vitruvian.trainers.jobs.JobStore` per process,
   so the ``Popen`` handles of the jobs it started are reaped).
 - Final LoRAs: ``<first loras folder>/vitruvian/<name>-<job id>.safetensors``, written by the job itself
   (so the stock LoraLoader lists it without a restart, even when ComfyUI was restarted meanwhile).
@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..core.jobs import JobStatus, JobStore
+from ..trainers.jobs import JobStatus, JobStore
 
 __all__ = ["EVENT", "store", "jobs_root", "publish_path", "lora_list_name", "resolve_folder", "allowed_roots",
            "free_models", "job_env", "send_status", "watch"]

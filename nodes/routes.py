@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ..core.jobs import JobNotFoundError, check_job_id
+from ..trainers.jobs import JobNotFoundError, check_job_id
 from . import _train_host as host
 
 __all__ = ["register", "PREFIX"]

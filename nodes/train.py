@@ -28,8 +28,8 @@ import os
 import threading
 
 from ..core.errors import NodeInputError, VitruvianError
-from ..core.jobs import JobNotFoundError, JobStateError, JobStatus, check_job_id
-from ..core.jobs.store import format_setting
+from ..trainers.jobs import JobNotFoundError, JobStateError, JobStatus, check_job_id
+from ..trainers.jobs.store import format_setting
 from ..trainers.config_values import MAX_NAME_BYTES
 from . import _train_host as host
 from ._comfy import VitruvianNode, category, io, ui

@@ -16,13 +16,13 @@ States:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..progress import read_progress
 from .files import JOB_FILE, LOG_FILE, OUT_DIR, RUN_FILE, log_tail, read_json
 from .process import pid_alive
 
@@ -89,23 +89,6 @@ class JobStatus:
         """One line, e.g. ``"20251012-…: running, step 2/3, loss 0.6931"``."""
         loss = f", loss {self.loss:.4g}" if isinstance(self.loss, float) and math.isfinite(self.loss) else ""
         return f"{self.id}: {self.state}, step {self.step}/{self.steps}{loss}"
-
-
-def read_progress(path: str | os.PathLike) -> list[dict]:
-    """The well-formed records of a ``progress.jsonl`` (a torn last line is skipped)."""
-    records = []
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError:
-        return records
-    for line in text.splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("step"), int):
-            records.append(rec)
-    return records
 
 
 def lora_files(out_dir: str | os.PathLike, name: str) -> dict:

@@ -1,7 +1,7 @@
 """``JobStore``: training jobs as folders under one root, each run by its own Python process.
 
 A job is created (a new folder with ``job.json``), started (``python -c BOOTSTRAP <pack> 
-vitruvian.core.jobs.launcher <job dir>``, no shell), watched (:func:`~.status.read_status`),
+vitruvian.trainers.jobs.launcher <job dir>``, no shell), watched (:func:`~.status.read_status`),
 cancelled (SIGTERM: the trainer saves a checkpoint) and resumed (``resume=latest`` in the same
 folder). Everything is on disk, so another process (a restarted ComfyUI) can list, cancel and resume
 the same jobs. Job ids are unique by ``mkdir``; read-modify-writes of ``job.json`` hold a per-job lock.
@@ -33,7 +33,7 @@ from .status import LORA, JobStatus, lora_files, read_status
 __all__ = ["JobStore", "JobNotFoundError", "JobStateError", "LAUNCHER", "PACK_DIR", "format_setting"]
 
 #: The module a job process runs (relative to the package the pack is imported as).
-LAUNCHER = f"{PACKAGE}.core.jobs.launcher"
+LAUNCHER = f"{PACKAGE}.trainers.jobs.launcher"
 #: This pack's folder (the one holding the top ``__init__.py``).
 PACK_DIR = Path(__file__).resolve().parents[2]
 _REQUIRED = ("base", "data", "steps")

@@ -1,4 +1,4 @@
-"""core.jobs without ComfyUI: job folders, states read from disk, and real job processes training the tiny
+"""trainers.jobs without ComfyUI: job folders, states read from disk, and real job processes training the tiny
 diffusers model (finish + publish, cancel + resume, a second job waiting for the first, a failing job)."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import time
 import pytest
 import torch
 
-from vitruvian.core.jobs import JobNotFoundError, JobStateError, JobStore, check_job_id, read_status
-from vitruvian.core.jobs.files import JOB_FILE, OUT_DIR, RUN_FILE, log_tail, write_json
-from vitruvian.core.jobs.process import module_command, pid_alive, process_start_time, spawn
+from vitruvian.trainers.jobs import JobNotFoundError, JobStateError, JobStore, check_job_id, read_status
+from vitruvian.trainers.jobs.files import JOB_FILE, OUT_DIR, RUN_FILE, log_tail, write_json
+from vitruvian.trainers.jobs.process import module_command, pid_alive, process_start_time, spawn
 from vitruvian.core.pairs import PairRecord, append_pairs
 
 from ..tiny import tiny_diffusers_folder
@@ -139,16 +139,16 @@ def test_log_tail_resolves_progress_bars(tmp_path):
 
 def test_module_command_runs_the_pack_under_any_folder_name(tmp_path):
     """The bootstrap imports the pack folder as ``vitruvian`` even when the folder has another name."""
-    from vitruvian.core.jobs.store import PACK_DIR
+    from vitruvian.trainers.jobs.store import PACK_DIR
 
     link = tmp_path / "ComfyUI-Vitruvian"
     link.symlink_to(PACK_DIR, target_is_directory=True)
-    argv = module_command("vitruvian.core.jobs.files", pack_dir=link)
+    argv = module_command("vitruvian.trainers.jobs.files", pack_dir=link)
     assert argv[0] == sys.executable and "-c" == argv[1]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run(argv[:3] + [str(link), "vitruvian.core.jobs.launcher"], capture_output=True, text=True,
+    done = subprocess.run(argv[:3] + [str(link), "vitruvian.trainers.jobs.launcher"], capture_output=True, text=True,
                           cwd=tmp_path, env=env, timeout=120)
-    assert done.returncode == 2 and "usage: python -m vitruvian.core.jobs.launcher" in done.stderr
+    assert done.returncode == 2 and "usage: python -m vitruvian.trainers.jobs.launcher" in done.stderr
     with pytest.raises(ValueError, match="module must be a module of the pack"):
         module_command("os", pack_dir=link)
 
@@ -177,7 +177,7 @@ def test_cancel_keeps_a_checkpoint_and_resume_finishes(tmp_path):
         assert time.monotonic() < deadline and not store.status(job_id).ended, store.status(job_id).log
         time.sleep(0.2)
     # another process with a store of its own (a restarted ComfyUI) sees the job running and cancels it
-    probe = (f"from vitruvian.core.jobs import JobStore; s = JobStore({str(store.root)!r}); "
+    probe = (f"from vitruvian.trainers.jobs import JobStore; s = JobStore({str(store.root)!r}); "
              f"print(s.status({job_id!r}).state, s.cancel({job_id!r}).state)")
     asked = time.monotonic()
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
@@ -201,7 +201,7 @@ def test_cancel_while_waiting_for_the_device_ends_the_wait(tmp_path):
     """The launcher's handler only records the cancel; the lock wait sees it and ends with 143."""
     from filelock import FileLock
 
-    from vitruvian.core.jobs.files import DEVICE_LOCK
+    from vitruvian.trainers.jobs.files import DEVICE_LOCK
 
     store = JobStore(tmp_path / "jobs")
     job_id = store.create("dpo", tiny_settings(make_pairs(tmp_path / "pairs"), steps=1))

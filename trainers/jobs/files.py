@@ -21,7 +21,7 @@ import re
 import secrets
 import time
 
-from ..atomic import atomic_copy, atomic_write_json
+from ...core.atomic import atomic_copy, atomic_write_json
 
 __all__ = [
     "JOB_FILE", "RUN_FILE", "LOG_FILE", "OUT_DIR", "DEVICE_LOCK", "JOB_ID_RE", "new_job_id", "check_job_id",

@@ -1,10 +1,9 @@
-"""The job process: ``python -c BOOTSTRAP <pack> vitruvian.core.jobs.launcher <job dir>``.
+"""The job process: ``python -c BOOTSTRAP <pack> vitruvian.trainers.jobs.launcher <job dir>``.
 
 1. Writes ``run.json`` (phase ``waiting``) and, for an exclusive job, waits for the root's device lock,
    so the jobs of one root train one at a time (a second job queued while one trains waits its turn).
-2. Phase ``training``: runs the pack's trainer CLI module in this process (``<package>.trainers``, by
-   name through ``runpy``: core does not import the trainer) with the job's objective and settings as
-   ``--set key=value``. A cancel (SIGTERM; on Windows ``CTRL_BREAK_EVENT``, arriving as SIGBREAK) is only
+2. Phase ``training``: runs the trainer CLI (``trainers.cli.main``) in this process with the job's objective and
+   settings as ``--set key=value``. A cancel (SIGTERM; on Windows ``CTRL_BREAK_EVENT``, arriving as SIGBREAK) is only
    recorded by the handler (:class:`~vitruvian.core.signals.StopRequest`): while waiting for the lock it
    ends the wait, recorded as exit code 143; while the trainer loads, the trainer's own handler adopts it
    and stops after its first step with a checkpoint; while it trains, it finishes the step, checkpoints
@@ -17,14 +16,13 @@
 from __future__ import annotations
 
 import os
-import runpy
 import signal
 import sys
 import time
 import traceback
 from pathlib import Path
 
-from ..signals import StopRequest
+from ...core.signals import StopRequest
 from .files import DEVICE_LOCK, JOB_FILE, RUN_FILE, atomic_copy, read_json, write_json
 from .status import job_output, training_outcome
 
@@ -67,19 +65,16 @@ def _acquire(lock, stop: StopRequest, poll: float = 0.2) -> bool:
 
 
 def _run_trainer(job: dict) -> int:
-    package = (__package__ or "vitruvian.core.jobs").split(".")[0]
-    sys.argv = ["vitruvian-train", *trainer_argv(job)]
-    try:
-        runpy.run_module(f"{package}.trainers", run_name="__main__", alter_sys=False)
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return 0
+    """The trainer CLI in this process (imported here: waiting for the lock needs no torch); its exit status."""
+    from ..cli import main as train_cli
+
+    return train_cli(trainer_argv(job))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m vitruvian.core.jobs.launcher <job folder>", file=sys.stderr)
+        print("usage: python -m vitruvian.trainers.jobs.launcher <job folder>", file=sys.stderr)
         return 2
     folder = Path(argv[0])
     job = read_json(folder / JOB_FILE)
