@@ -68,3 +68,20 @@ def test_never_overwrites_and_dry_run_changes_nothing(setup_tool, partial_mirror
     out = capsys.readouterr().out
     assert not fresh.exists()
     assert "torch==2.14.1 torchvision==0.29.1" in out and "-m venv" in out and "requests" in out
+
+
+def test_safe_extract_refuses_members_outside_dest(setup_tool, tmp_path):
+    """The host is extracted safely on every Python (``filter="data"`` is missing before 3.11.4 / 3.10.12)."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in ("ok/a.txt", "../evil.txt"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as tar, pytest.raises((ValueError, tarfile.TarError)):
+        setup_tool.safe_extract(tar, tmp_path / "dest")
+    assert not (tmp_path / "evil.txt").exists()

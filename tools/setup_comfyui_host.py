@@ -87,8 +87,26 @@ def extract_git(git_dir: Path, rev: str, dest: Path, *, dry_run: bool) -> list[s
     archive = subprocess.run(["git", "--git-dir", str(git_dir), "archive", "--format=tar", rev, "--", *present],
                              capture_output=True, check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(dest, filter="data")
+        safe_extract(tar, dest)
     return missing
+
+
+def safe_extract(tar: tarfile.TarFile, dest: Path) -> None:
+    """``extractall`` refusing members that would land outside ``dest`` (absolute paths, ``..``, links out).
+
+    Python >= 3.11.4 / 3.10.12 has this as ``filter="data"``; older patch releases (Debian 12 ships 3.11.2) do
+    not know the argument, so the same rule is checked here first.
+    """
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+        return
+    root = dest.resolve()
+    for member in tar.getmembers():
+        target = (root / member.name).resolve()
+        link = (target.parent / member.linkname).resolve() if member.issym() or member.islnk() else root
+        if root not in (target, *target.parents) or root not in (link, *link.parents) or member.isdev():
+            raise ValueError(f"setup_comfyui_host: archive member {member.name!r} would be written outside {dest}")
+    tar.extractall(dest)
 
 
 def copy_tree(source: Path, dest: Path, *, dry_run: bool) -> None:
