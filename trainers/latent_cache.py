@@ -21,6 +21,11 @@ strided sample of values), so changing the model or an image invalidates its ent
 Storage: in memory while the cache holds less than ``memory_limit_bytes`` (small sets); past that,
 new entries spill to safetensors shards under ``directory`` (large sets), indexed at start-up from
 the shard headers so a later run reuses them.
+
+Up front: ``trainers.run`` fills the cache before the first step with :meth:`BatchEncoder.encode_item` (the
+same per-item calls a step makes, so the values are the same bits), then :meth:`BatchEncoder.offload`-s the
+encoders. With several processes each encodes its share, :meth:`LatentCache.persist`-s it to shards, and after
+a barrier every process :meth:`LatentCache.refresh`-es its index and reads the others' shares from disk.
 """
 from __future__ import annotations
 
@@ -127,6 +132,18 @@ class LatentCache:
             self._index[k] = (shard, list(e))
         self._pending.clear()
 
+    def persist(self) -> None:
+        """Write every entry not on disk yet (memory and pending) to a shard, keeping the memory copies."""
+        if self.directory is None:
+            return
+        self._pending.update({k: e for k, e in self._memory.items() if k not in self._index})
+        self.flush()
+
+    def refresh(self) -> None:
+        """Index the shards on disk again (after other processes :meth:`persist`-ed theirs)."""
+        if self.directory is not None and self.directory.is_dir():
+            self._read_index()
+
     def _remember(self, key: str, entry: dict[str, torch.Tensor]) -> bool:
         size = sum(t.numel() * t.element_size() for t in entry.values())
         if key in self._memory or self._memory_bytes + size > self.memory_limit_bytes:
@@ -149,7 +166,7 @@ class LatentCache:
                 key, _, n = full.partition(_SEP)
                 grouped.setdefault(key, []).append(n)
             for key, ns in grouped.items():
-                self._index[key] = (shard, ns)
+                self._index.setdefault(key, (shard, ns))
 
 
 class BatchEncoder:
@@ -207,15 +224,31 @@ class BatchEncoder:
                 self.cache.put(key, flat)
         return _unflatten({n: t.to(self.device) for n, t in flat.items()})
 
+    def encode_item(self, item: Mapping[str, Any], *, both_flips: bool = False) -> None:
+        """Cache one dataset item ahead of training: its latents (``item["pixels"]`` (N, 3, R, R)) and prompt.
+
+        The same calls a step makes for it, so the cached bits are those a step would have cached.
+        ``both_flips``: also the mirrored pixels under the mirrored ``aug`` (random_flip: an epoch may draw
+        either; a flip is an exact permutation of the pixels, so these are the bits a flipped item gives).
+        """
+        aug = item["aug"]
+        self._latents(item["pixels"], item["key"], aug)
+        if both_flips:
+            self._latents(item["pixels"].flip(-1), item["key"], (not aug[0], *aug[1:]))
+        self.text(item["prompt"])
+
     @property
     def items_seen(self) -> int:
         """Distinct (item, augmentation) latents produced so far."""
         return len(self._items_seen)
 
-    def offload(self) -> None:
-        """Move the VAE and text encoders off the accelerator (call once the cache covers the data)."""
-        if self._on_device and self.device.type != "cpu":
-            for m in (self.base.vae, *self.base.text_encoders):
+    def offload(self, *, keep_vae: bool = False) -> None:
+        """Move the VAE (unless ``keep_vae``: an objective decodes with it) and the text encoders off the
+        accelerator; call once the cache covers the data. Without a cache nothing moves (every step encodes)."""
+        if self.cache is None or not self._on_device:
+            return
+        if self.device.type != "cpu":
+            for m in ((() if keep_vae else (self.base.vae,)) + tuple(self.base.text_encoders)):
                 m.to("cpu")
             torch.cuda.empty_cache()
         self._on_device = False
@@ -242,7 +275,7 @@ class BatchEncoder:
 
     def _ensure_on_device(self) -> None:
         if not self._on_device:
-            for m in (self.base.vae, *self.base.text_encoders):
+            for m in (self.base.vae, *self.base.text_encoders):  # (a kept VAE is there already: no-op)
                 m.to(self.device)
             self._on_device = True
 

@@ -171,8 +171,6 @@ def _step(run: Run) -> list[str]:
     run.lr_scheduler.step()
     run.step += 1
     run.samples += config.grad_accum * config.batch_size
-    if run.static_aug and run.dataset_len is not None and run.encoder.items_seen >= run.dataset_len:
-        run.encoder.offload()  # every latent is cached: the VAE/text encoders can leave the GPU
     run.loss = loss_sum.item() / config.grad_accum
     run.metrics = {k: v.item() / config.grad_accum for k, v in metric_sums.items()}
     return keys

@@ -6,7 +6,8 @@ Lines are appended and flushed one at a time, so a killed run leaves at most one
 which :func:`truncate_progress` drops on resume together with the steps after the checkpoint.
 
 On a terminal the bar shows the step, loss and ETA; otherwise (a log file, CI) a plain line is
-printed every ``log_every`` steps.
+printed every ``log_every`` steps. :class:`PassProgress` is the same for a pass before the first step
+(the latent cache): a tqdm bar on a terminal, else a line at every tenth of the pass.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from ..core.atomic import atomic_write_text
 
-__all__ = ["PROGRESS_FILE", "Progress", "read_progress", "truncate_progress"]
+__all__ = ["PROGRESS_FILE", "Progress", "PassProgress", "read_progress", "truncate_progress"]
 
 PROGRESS_FILE = "progress.jsonl"
 
@@ -27,10 +28,11 @@ PROGRESS_FILE = "progress.jsonl"
 def read_progress(path: str | os.PathLike) -> list[dict]:
     """The well-formed records of a progress file (a torn last line is skipped)."""
     records = []
-    p = Path(path)
-    if not p.exists():
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError:  # missing, or unreadable for a moment
         return records
-    for line in p.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
@@ -117,6 +119,39 @@ class Progress:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+class PassProgress:
+    """Progress of a pass over ``total`` items before training; prints nothing when not ``enabled``.
+
+    A tqdm bar when stderr is a terminal; otherwise ``"<desc>: i/total (s elapsed)"`` lines at every tenth.
+    """
+
+    def __init__(self, total: int, *, desc: str, enabled: bool = True, unit: str = "item"):
+        import time
+
+        self.total, self.desc, self.enabled, self.done = max(1, int(total)), desc, enabled, 0
+        self._clock, self._t0, self._next = time.perf_counter, time.perf_counter(), 0
+        self._bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self.total, desc=desc, unit=unit, dynamic_ncols=True, leave=False)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+        elif self.enabled and (self.done >= self._next or self.done >= self.total):
+            print(f"{self.desc}: {self.done}/{self.total} ({self._clock() - self._t0:.1f} s)", flush=True)
+            self._next = self.done + max(1, self.total // 10)
+
+    def close(self) -> float:
+        """Close the bar; returns the seconds the pass took."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        return self._clock() - self._t0
 
 
 def _finite_or_str(x: float):

@@ -5,6 +5,10 @@ depend on it: seeds are set before the data, the objective's modules and the LoR
 no model (objective, dataset, resume settings), then the data loader, the frozen base with the trainable
 weights, the optimizer and scheduler, ``accelerator.prepare``, the latent cache and the objective's context,
 and finally the restored state of a resumed run. ``trainers.loop`` steps it and saves it.
+
+The latent cache is filled before the first step (:func:`_fill_cache`), in no-grad passes over the dataset,
+when the augmentation is static or only flips (both flips are encoded); with ``random_crop`` the latents
+depend on each epoch's crop and the cache fills lazily during training instead (said in the log).
 """
 from __future__ import annotations
 
@@ -167,6 +171,7 @@ def open_run(config, objective) -> Run:
     ctx = ObjectiveContext(unet=unet, scheduler=base.scheduler if base is not None else None, generator=generator,
                            empty_cond=encoder.text("") if config.proportion_empty_prompts > 0 and base is not None else None,
                            modules=prepared, process=base.family.process(base.scheduler) if base is not None else None)
+    _fill_cache(config, dataset, encoder, accelerator, keep_vae=isinstance(objective, PreparesBase))
     run = Run(config=config, cfg=cfg, out=out, objective=objective, accelerator=accelerator, resume=resume,
               base=base, unet=unet, raw_unet=raw_unet, modules=modules, prepared=prepared, params=params,
               optimizer=optimizer, lr_scheduler=lr_scheduler, loader=loader, encoder=encoder, cache=cache,
@@ -280,6 +285,81 @@ def _encoder(config, base, device, out: Path):
         return None, PixelBatch(device)
     cache = LatentCache(Path(config.cache_dir) if config.cache_dir else out / "cache") if config.cache_latents else None
     return cache, BatchEncoder(base, device=device, cache=cache)
+
+
+def _fill_cache(config, dataset, encoder, accelerator, *, keep_vae: bool) -> None:
+    """Encode every item's latents (both flips with ``random_flip``) and prompt before the first step, then move
+    the encoders off the accelerator; no training step encodes. Nothing without a cache, with ``random_crop``, or
+    when the run takes less than one epoch (a few hundred steps over Pick-a-Pic must not encode a million pairs).
+
+    Each item goes through ``encoder.encode_item``: the per-item calls a step would make, so the cached bits
+    are the lazy path's. Several processes: process r encodes items r, r + W, …, writes them to the cache's
+    shards, and after a barrier every process indexes all shards (the others' items are read from disk).
+    """
+    cache = getattr(encoder, "cache", None)
+    if cache is None:
+        return
+    main = accelerator.is_main_process
+    if config.random_crop:
+        if main:
+            print("train: random_crop=true: each epoch crops anew, so latents are encoded during training as "
+                  "their crops appear (no up-front latent-cache pass)", flush=True)
+        return
+    rank, world = accelerator.process_index, accelerator.num_processes
+    size = len(dataset) if hasattr(dataset, "__len__") else sum(u.rows for u in getattr(dataset, "units", ()))
+    drawn = config.steps * config.grad_accum * config.batch_size * world  # samples the whole run takes
+    if size and drawn < size:  # a short run over a large set: encoding every item up front would cost more
+        if main:
+            print(f"train: the run takes {drawn} of the {size} samples (less than one epoch); latents are encoded "
+                  "as items first appear (no up-front latent-cache pass)", flush=True)
+        return
+    items, total = _dataset_items(dataset, rank, world, config.num_workers)
+    if items is None:
+        if main:
+            print(f"train: {type(dataset).__name__} cannot be listed ahead of training; the latent cache fills "
+                  "during the first epoch", flush=True)
+        return
+    from .progress import PassProgress
+
+    flips = bool(config.random_flip)
+    bar = PassProgress(total, desc="train: latent cache" + (" (both flips)" if flips else ""), enabled=main)
+    with torch.no_grad():
+        for item in items:
+            encoder.encode_item(item, both_flips=flips)
+            bar.update()
+    seconds = bar.close()
+    if world > 1:
+        cache.persist()
+        accelerator.wait_for_everyone()
+        cache.refresh()
+    encoder.offload(keep_vae=keep_vae)
+    if main:
+        print(f"train: latent cache: {len(cache)} entries (latents and prompts) ready in {seconds:.1f} s before "
+              f"the first step{f' (this process encoded 1/{world} of them)' if world > 1 else ''}", flush=True)
+
+
+def _dataset_items(dataset, rank: int, world: int, num_workers: int):
+    """(iterator of this process's share of the items, how many at most), or (None, 0) for an unknown kind.
+
+    A map-style dataset: items ``(0, i)`` for i = rank, rank + W, … through a DataLoader with the run's workers
+    (decoding in parallel, items un-batched). A Pick-a-Pic stream: every kept row of row groups rank, rank + W,
+    … of epoch 0, read in this process (the augmentation is static, so epoch 0's pixels are every epoch's).
+    """
+    if hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__"):
+        from torch.utils.data import DataLoader
+
+        indices = [(0, i) for i in range(rank, len(dataset), world)]
+        return iter(DataLoader(dataset, batch_size=None, sampler=indices, num_workers=num_workers,  # own generator:
+                               collate_fn=_identity, generator=torch.Generator())), len(indices)  # global RNG kept
+    units = getattr(dataset, "units", None)
+    if units is None or not hasattr(dataset, "_iter_unit"):
+        return None, 0
+    mine = range(rank, len(units), world)
+    return (load() for u in mine for load in dataset._iter_unit(u, 0)), sum(units[u].rows for u in mine)
+
+
+def _identity(item):
+    return item
 
 
 def _rank_seed(seed: int, rank: int) -> int:
