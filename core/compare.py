@@ -15,6 +15,8 @@ from typing import Sequence
 
 import torch
 
+from .checks import check_image
+
 __all__ = ["before_after_grid", "score_plot", "to_pil", "from_pil"]
 
 _BG, _INK, _GRID = (255, 255, 255), (20, 20, 20), (200, 200, 200)
@@ -34,13 +36,6 @@ def from_pil(img) -> torch.Tensor:
     import numpy as np
 
     return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
-
-
-def _check_batch(x, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3 or x.shape[0] == 0:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"before_after_grid: {name} must be (B, 3, H, W) with B >= 1 in [0, 1], got {shape}")
-    return x
 
 
 def _fmt(v) -> str:
@@ -69,7 +64,9 @@ def before_after_grid(before: torch.Tensor, after: torch.Tensor, *, scores_befor
     """
     from PIL import Image, ImageDraw
 
-    before, after = _check_batch(before, "before"), _check_batch(after, "after")
+    where = "before_after_grid"
+    before = check_image(before, where, "before", channels=(3,))
+    after = check_image(after, where, "after", channels=(3,))
     if before.shape != after.shape:
         raise ValueError(f"before_after_grid: before and after must have the same shape (same prompts, seeds and "
                          f"size), got {tuple(before.shape)} and {tuple(after.shape)}")

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..core.checks import check_names  # the nodes' name checks are core's (core.pairs runs them too)
 from ..core.errors import NodeInputError
 
 __all__ = ["check_output_prefix", "check_names", "check_inputs", "register_type", "wrap_execute", "image_problem",
@@ -66,6 +67,9 @@ def image_problem(image) -> str:
             hint = ("; it looks channels-first (B, C, H, W): a node upstream returned a torch layout, "
                     "convert it with image.movedim(1, -1)")
         return f"an IMAGE (B, H, W, C) with 1, 3 or 4 channels is expected, got shape {shape}{hint}"
+    if not image.is_floating_point():
+        return (f"float pixel values in [0, 1] are expected, got dtype {image.dtype}; a node upstream returned "
+                "an integer image (convert it with image.float() / 255)")
     bad = _non_finite(image)
     if bad:
         return f"finite pixel values are expected, got {bad}; a node upstream produced them (check its settings)"
@@ -167,20 +171,6 @@ def check_output_prefix(node: str, name: str, prefix: str) -> None:
         problem = f"file-name parts of at most 200 characters are expected, got {max(len(p) for p in parts)}"
     if problem:
         raise NodeInputError(node, name, problem)
-
-
-def check_names(node: str, name: str, regions, text, kind: str = "label") -> tuple[str, ...] | None:
-    """The comma list of labels (``kind`` ``"label"``) or score names (``"score"``) typed into input ``name``,
-    parsed (None when empty: all); NodeInputError when one of them is a name ``regions`` can never match (the
-    message lists what the regions carry). Names the regions know but no region carries are the node's to
-    warn about (:func:`vitruvian.core.regions.absent_warning`)."""
-    from ..core.regions import parse_names, unknown_problem
-
-    wanted = parse_names(text)
-    problem = unknown_problem(regions, wanted, kind)
-    if problem:
-        raise NodeInputError(node, name, problem)
-    return wanted
 
 
 def input_problem(spec, value) -> str:

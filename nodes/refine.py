@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import torch
 
+from ..core.checks import check_regions
 from ..core.errors import ConfigError
 from ..core.refine import (
     MASK_LABEL,
@@ -140,9 +141,7 @@ def _regions_for(where: str, image: torch.Tensor, regions, mask) -> tuple[Region
     if regions is None and mask is None:
         raise ValueError(f"{where}: nothing to refine; connect regions (Detect Regions) or a mask")
     if regions is not None:
-        if not isinstance(regions, RegionBatch):
-            raise TypeError(f"{where}: regions must be VITRUVIAN_REGIONS, got {type(regions).__name__}")
-        return regions, False
+        return check_regions(regions, image_to_core(image), where), False
     if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3):
         got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise ValueError(f"{where}: mask must be a ComfyUI MASK (B, H, W), got {got}")

@@ -19,6 +19,7 @@ from dataclasses import replace
 
 import torch
 
+from ..core.checks import check_image, check_regions
 from ..core.errors import ModelNotFoundError
 from ..core.regions import SCORE, RegionBatch, absent_warning
 from ..core.scoring import (
@@ -29,7 +30,6 @@ from ..core.scoring import (
     HandScorer,
     OnnxScorer,
     SharpnessScorer,
-    check_image,
     load_facescore,
     score_regions,
 )
@@ -149,18 +149,6 @@ def _core_image(image, where: str) -> torch.Tensor:
     return check_image(image_to_core(image), where)
 
 
-def _check_regions(regions, image: torch.Tensor, where: str) -> RegionBatch:
-    b, _, h, w = image.shape
-    if len(regions) != b:
-        raise ValueError(f"{where}: regions describe {len(regions)} image(s) but the image batch has {b}; "
-                         "detect the regions on this same IMAGE batch")
-    for i, (rh, rw) in enumerate(regions.image_sizes):
-        if (rh, rw) != (h, w):
-            raise ValueError(f"{where}: regions of image {i} were found on a {rw}×{rh} image, but the image is "
-                             f"{w}×{h}; detect the regions on this same IMAGE (resize before detecting, not after)")
-    return regions
-
-
 def _summary(regions: RegionBatch, name: str) -> str:
     lines = []
     for b, per_image in enumerate(regions.regions):
@@ -240,7 +228,7 @@ class VitruvianScoreRegions(VitruvianNode):
     def execute(cls, image, regions, scorer, labels, aggregate, batch_size, onnx_normalization, onnx_size) -> io.NodeOutput:
         where = "VitruvianScoreRegions"
         core = _core_image(image, where)
-        regions = _check_regions(regions, core, where)
+        regions = check_regions(regions, core, where)
         if scorer not in BUILTIN_SCORERS and not str(scorer).startswith((FACESCORE_PREFIX, ONNX_PREFIX)):
             raise ValueError(_check_scorer_option(scorer))
         wanted = check_names(where, "labels", regions, labels)
@@ -300,7 +288,7 @@ class VitruvianRankImages(VitruvianNode):
     def execute(cls, image, regions, score, aggregate, order, top_k, labels, missing) -> io.NodeOutput:
         where = "VitruvianRankImages"
         core = _core_image(image, where)
-        regions = _check_regions(regions, core, where)
+        regions = check_regions(regions, core, where)
         wanted = check_names(where, "labels", regions, labels)
         names = check_names(where, "score", regions, score, SCORE)
         if names is None or len(names) > 1:
@@ -360,7 +348,7 @@ class VitruvianScorePreview(VitruvianNode):
     def execute(cls, image, regions, scores, mask_opacity, thickness) -> io.NodeOutput:
         where = "VitruvianScorePreview"
         core = _core_image(image, where)
-        regions = _check_regions(regions, core, where)
+        regions = check_regions(regions, core, where)
         names = check_names(where, "scores", regions, scores, SCORE)
         drawn = draw_regions(core, regions, score_names=names, mask_opacity=mask_opacity, thickness=thickness)
         out = image_from_core(drawn)

@@ -27,6 +27,7 @@ from typing import Callable
 
 import torch
 
+from ..checks import check_image, check_regions
 from ..errors import VitruvianError
 from ..regions import Region, RegionBatch
 from .crop import CropPlan, crop_image, resize_back
@@ -75,23 +76,9 @@ class RefineResult:
 
 
 def check_inputs(image: torch.Tensor, batch: RegionBatch, where: str = "refine_regions") -> None:
-    """ValueError/TypeError unless ``image`` is ``(B, 3, H, W)`` float and ``batch`` describes it."""
-    if not isinstance(image, torch.Tensor) or not image.is_floating_point():
-        got = image.dtype if isinstance(image, torch.Tensor) else type(image).__name__
-        raise TypeError(f"{where}: image must be a float tensor (B, 3, H, W) in [0, 1], got {got}")
-    if image.ndim != 4 or image.shape[1] != 3 or image.shape[0] == 0:
-        hint = "; ComfyUI IMAGE is (B, H, W, C), use image.movedim(-1, 1)" if image.ndim == 4 and image.shape[-1] == 3 else ""
-        raise ValueError(f"{where}: image must be (B, 3, H, W) with B ≥ 1, got {tuple(image.shape)}{hint}")
-    if not isinstance(batch, RegionBatch):
-        raise TypeError(f"{where}: regions must be a RegionBatch (VITRUVIAN_REGIONS), got {type(batch).__name__}")
-    b, _, h, w = image.shape
-    if len(batch) != b:
-        raise ValueError(f"{where}: regions must describe the {b} image(s) of the batch, got regions for {len(batch)} "
-                         "image(s); detect the regions on this same IMAGE batch")
-    for i, size in enumerate(batch.image_sizes):
-        if tuple(size) != (h, w):
-            raise ValueError(f"{where}: regions of image {i} were found on a {size[1]}×{size[0]} image, but the image "
-                             f"is {w}×{h}; detect the regions on this same IMAGE (resize before detecting, not after)")
+    """TypeError / ValueError unless ``image`` is ``(B, 3, H, W)`` float, finite, and ``batch`` describes it
+    (``core.checks``)."""
+    check_regions(batch, check_image(image, where, channels=(3,)), where)
 
 
 def pick_scores(how: str, variants: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:

@@ -10,11 +10,12 @@ from typing import Iterable
 
 import torch
 
+from ..checks import check_image
 from ..pose import PoseBatch
 from .from_pose import regions_from_pose
 from .names import parse_names
 from .nms import merge_regions
-from .onnx_detect import Detector, check_image
+from .onnx_detect import Detector
 from .types import LABELS, RegionBatch
 
 __all__ = ["detect_regions", "labels_problem"]
@@ -78,7 +79,7 @@ def detect_regions(image: torch.Tensor, *, pose: PoseBatch | None = None, detect
         provider the detector ran on).
     """
     where = "detect_regions"
-    image = check_image(image, where)
+    image = check_image(image, where).float()
     if pose is None and detector is None:
         raise ValueError(f"{where}: nothing to detect with; connect a pose or pick a detector file")
     b, _, h, w = image.shape

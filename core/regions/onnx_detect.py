@@ -29,40 +29,19 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..checks import check_image
 from ..errors import ModelNotFoundError
 from ..onnx_runtime import get_session
 from .nms import batched_nms
 from .types import Region, RegionBatch, pixel_box
 
-__all__ = ["Detector", "load_detector", "letterbox", "labels_from_filename", "check_image", "PAD_VALUE"]
+__all__ = ["Detector", "load_detector", "letterbox", "labels_from_filename", "PAD_VALUE"]
 
 #: Letterbox padding, ultralytics' grey.
 PAD_VALUE = 114 / 255
 _DEFAULT_SIZE = 640
 _PRE_NMS = 3000  # candidates kept (best first) before NMS, as ultralytics' max_nms caps them
 _FILENAME_LABELS = (("face", "face"), ("hand", "hand"), ("person", "person"), ("people", "person"), ("body", "person"))
-
-
-def check_image(image, where: str) -> torch.Tensor:
-    """``image`` as ``(B, 3, H, W)`` float32; TypeError/ValueError with a hint for the usual mistakes."""
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(f"{where}: image must be a torch.Tensor (B, 3, H, W), got {type(image).__name__}")
-    if image.ndim != 4:
-        raise ValueError(f"{where}: image must be (B, 3, H, W), got shape {tuple(image.shape)}")
-    if image.shape[0] == 0:
-        raise ValueError(f"{where}: image batch is empty (B = 0); give at least one image")
-    c = image.shape[1]
-    if c not in (1, 3, 4):
-        hint = ""
-        if image.shape[-1] in (1, 3, 4):
-            hint = "; this looks like ComfyUI's IMAGE layout (B, H, W, C): use image.movedim(-1, 1)"
-        raise ValueError(f"{where}: image must be (B, 3, H, W), got shape {tuple(image.shape)}{hint}")
-    image = image.float()
-    if c == 1:
-        image = image.expand(-1, 3, -1, -1)
-    elif c == 4:
-        image = image[:, :3]
-    return image
 
 
 def labels_from_filename(path: str | os.PathLike) -> str | None:
@@ -169,7 +148,7 @@ class Detector:
                  max_per_image: int = 100, labels=None) -> RegionBatch:
         """Detect on every image. ``labels`` (set of str or None = all) keeps only those labels.
         ``-> RegionBatch`` with one tuple of regions per image, best score first."""
-        image = check_image(image, "Detector")
+        image = check_image(image, "Detector").float()
         if not 0.0 <= threshold <= 1.0 or not 0.0 <= iou <= 1.0:
             raise ValueError(f"Detector: threshold and iou must be in [0, 1], got threshold={threshold}, iou={iou}")
         if max_per_image < 1:

@@ -17,12 +17,12 @@ from .facescore import FaceScoreConfig, FaceScoreModel, FaceScorer, load_facesco
 from .finetune import pair_accuracy, pairwise_loss, trainable_parameters
 from .hands import HAND_SCORE_NAMES, HandPriors, HandScorer, score_hand
 from .onnx_scorer import NORMALIZATIONS, OnnxScorer
-from .score import RegionScorer, ScoreResult, check_image, score_regions
+from .score import RegionScorer, ScoreResult, score_regions
 from .sharpness import SharpnessScorer, laplacian_variance
 from .weights import WeightsError, read_state_dict
 
 __all__ = [
-    "score_regions", "ScoreResult", "RegionScorer", "check_image",
+    "score_regions", "ScoreResult", "RegionScorer",
     "AGGREGATES", "ImageAggregates", "aggregate", "attach_scores", "read_scores", "scores_report",
     "crop_boxes", "square_boxes",
     "SharpnessScorer", "laplacian_variance", "ConfidenceScorer",

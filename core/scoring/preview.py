@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ..checks import check_image, check_regions
 from ..regions import RegionBatch, region_mask
 
 __all__ = ["LABEL_COLORS", "draw_regions", "format_score"]
@@ -66,21 +67,13 @@ def draw_regions(
         >>> draw_regions(torch.zeros(1, 3, 32, 32), batch).shape
         torch.Size([1, 3, 32, 32])
     """
-    if image.ndim != 4 or image.shape[1] != 3:
-        raise ValueError(f"draw_regions: image must be (B, 3, H, W), got {tuple(image.shape)}")
-    if len(batch) != image.shape[0]:
-        raise ValueError(f"draw_regions: regions must be given for each of the {image.shape[0]} images, got {len(batch)}")
+    check_regions(batch, check_image(image, "draw_regions", channels=(3,)), "draw_regions")
     if not 0.0 <= mask_opacity <= 1.0:
         raise ValueError(f"draw_regions: mask_opacity must be in [0, 1], got {mask_opacity}")
     _, _, h, w = image.shape
     out = image.detach().float().cpu().clamp(0, 1).clone()
     font = _font(max(10, min(h, w) // 40))
     for b, per_image in enumerate(batch.regions):
-        if tuple(batch.image_sizes[b]) != (h, w):
-            raise ValueError(
-                f"draw_regions: regions of image {b} belong to a {batch.image_sizes[b][1]}×{batch.image_sizes[b][0]} "
-                f"image, got a {w}×{h} image"
-            )
         for r in per_image:
             if mask_opacity > 0:
                 m = region_mask(r, h, w)[None] * mask_opacity

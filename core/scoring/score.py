@@ -3,8 +3,8 @@
 A scorer is any object with ``names`` (the score names it writes, the main one first), ``labels``
 (the region labels it scores by default; ``None`` for all) and ``score(image, regions,
 image_index)`` returning one ``(P,)`` float tensor per name, NaN where it does not apply.
-:func:`score_regions` checks the image against the regions, hands the scorer all selected
-regions of all images at once, and returns the batch with the scores attached plus per-image
+:func:`score_regions` checks the image against the regions (``core.checks``), hands the scorer all
+selected regions of all images at once, and returns the batch with the scores attached plus per-image
 aggregates.
 
 Shape:
@@ -19,10 +19,11 @@ from typing import Protocol, Sequence
 
 import torch
 
-from ..regions import Region, RegionBatch
+from ..checks import check_image, check_regions
+from ..regions import Region, RegionBatch, parse_names
 from .aggregate import ImageAggregates, aggregate, attach_scores, scores_report
 
-__all__ = ["RegionScorer", "ScoreResult", "score_regions", "check_image", "parse_labels"]
+__all__ = ["RegionScorer", "ScoreResult", "score_regions"]
 
 
 class RegionScorer(Protocol):
@@ -58,54 +59,6 @@ class ScoreResult:
         return scores_report(self.regions, self.names)
 
 
-def check_image(image: torch.Tensor, where: str = "score_regions") -> torch.Tensor:
-    """``(B, C, H, W)`` float with C in {1, 3, 4} → ``(B, 3, H, W)``; a clear error otherwise,
-    with a hint when the tensor looks like ComfyUI's ``(B, H, W, C)``."""
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(f"{where}: image must be a torch.Tensor (B, 3, H, W), got {type(image).__name__}")
-    if image.ndim != 4 or image.shape[1] not in (1, 3, 4):
-        hint = ""
-        if image.ndim == 4 and image.shape[-1] in (1, 3, 4):
-            hint = "; ComfyUI IMAGE is (B, H, W, C), use image.movedim(-1, 1)"
-        elif image.ndim == 3:
-            hint = "; add the batch dimension with image[None]"
-        raise ValueError(f"{where}: image must be (B, 3, H, W), got {tuple(image.shape)}{hint}")
-    if image.shape[0] == 0:
-        raise ValueError(f"{where}: image must hold at least one image, got an empty batch {tuple(image.shape)}")
-    if not image.is_floating_point():
-        raise TypeError(f"{where}: image must be float in [0, 1], got dtype {image.dtype}")
-    if image.shape[1] == 1:
-        image = image.expand(-1, 3, -1, -1)
-    return image[:, :3]
-
-
-def _check_batch(image: torch.Tensor, batch: RegionBatch, where: str) -> None:
-    if not isinstance(batch, RegionBatch):
-        raise TypeError(f"{where}: regions must be a RegionBatch, got {type(batch).__name__}")
-    b, _, h, w = image.shape
-    if len(batch) != b:
-        raise ValueError(
-            f"{where}: regions must describe the {b} image(s) of the batch, got regions for {len(batch)}; "
-            "detect the regions on this same IMAGE batch"
-        )
-    for i, size in enumerate(batch.image_sizes):
-        if tuple(size) != (h, w):
-            raise ValueError(
-                f"{where}: regions of image {i} were found on a {size[1]}×{size[0]} image, but the image is {w}×{h}; "
-                "detect the regions on this same IMAGE (resize or crop before detecting, not after)"
-            )
-
-
-def parse_labels(labels: str | Sequence[str] | None) -> tuple[str, ...] | None:
-    """``"face, hand"`` / ``["face"]`` → ``("face", "hand")``; ``None`` or ``""`` → None (default)."""
-    if labels is None:
-        return None
-    if isinstance(labels, str):
-        labels = labels.split(",")
-    out = tuple(s.strip() for s in labels if s.strip())
-    return out or None
-
-
 def score_regions(
     image: torch.Tensor, batch: RegionBatch, scorer: RegionScorer, *, labels: str | Sequence[str] | None = None
 ) -> ScoreResult:
@@ -127,9 +80,10 @@ def score_regions(
         >>> score_regions(torch.rand(2, 3, 8, 8), batch, ConfidenceScorer()).per_image["confidence"].mean
         [0.8, None]
     """
-    image = check_image(image)
-    _check_batch(image, batch, "score_regions")
-    wanted = parse_labels(labels) or scorer.labels
+    where = "score_regions"
+    image = check_image(image, where)
+    check_regions(batch, image, where)
+    wanted = parse_names(labels) or scorer.labels
     flat = [(b, i, r) for b, i, r in batch.flat() if wanted is None or r.label in wanted]
     index = torch.tensor([b for b, _, _ in flat], dtype=torch.int64)
     raw = scorer.score(image, [r for _, _, r in flat], index) if flat else {n: torch.zeros(0) for n in scorer.names}

@@ -54,7 +54,7 @@ def test_plot_without_scores():
 def test_exception():
     with pytest.raises(ValueError, match=r"before and after must have the same shape .* got \(2, 3, 8, 8\) and \(1, 3, 8, 8\)"):
         before_after_grid(torch.rand(2, 3, 8, 8), torch.rand(1, 3, 8, 8))
-    with pytest.raises(ValueError, match=r"before must be \(B, 3, H, W\) with B >= 1 in \[0, 1\], got \(2, 8, 8, 3\)"):
+    with pytest.raises(ValueError, match=r"before must be \(B, 3, H, W\), got shape \(2, 8, 8, 3\); this looks like ComfyUI's IMAGE layout"):
         before_after_grid(torch.rand(2, 8, 8, 3), torch.rand(2, 8, 8, 3))
     with pytest.raises(ValueError, match="scores_after must have one value per image"):
         before_after_grid(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), scores_after=[1.0])

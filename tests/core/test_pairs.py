@@ -1,4 +1,5 @@
-"""core.pairs: choosing winners and losers, and appending pairs the trainer's validation accepts."""
+"""core.pairs: choosing winners and losers, building the records of a scored batch, and appending pairs the
+trainer's validation accepts."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import threading
 import pytest
 import torch
 
+from vitruvian.core.errors import NodeInputError
 from vitruvian.core.pairs import (
-    PairRecord, append_pairs, choose_pairs, choose_real_pairs, choose_same_index_pairs, image_hash,
+    PairRecord, append_pairs, choose_pairs, choose_real_pairs, choose_same_index_pairs, collect_pairs, image_hash,
+    image_scores,
 )
+from vitruvian.core.regions import Region, RegionBatch
 
 
 def _img(seed: int, size=(16, 20)) -> torch.Tensor:
@@ -135,3 +139,83 @@ def test_concurrent_appends_lose_nothing(tmp_path):
     lines = (tmp_path / "ds" / "metadata.jsonl").read_text().splitlines()
     assert sorted(json.loads(x)["prompt"] for x in lines) == sorted(f"prompt {k}-{i}" for k in range(4) for i in range(3))
     assert not [p for p in (tmp_path / "ds").rglob("*.tmp")]
+
+
+# ------------------------------------------------------------------------------ records of a scored batch
+
+
+def _scored(values, size=(64, 80)) -> RegionBatch:
+    """One face (scored ``q`` = the value, unscored when None) and one hand per image."""
+    def regions(v):
+        face = Region("face", (4, 4, 20, 20), 0.9, scores={} if v is None else {"q": v})
+        return (face, Region("hand", (30, 30, 40, 44), 0.8))
+
+    return RegionBatch(tuple(regions(v) for v in values), (size,) * len(values), scored=("q",))
+
+
+def _images(n, size=(64, 80), seed=0):
+    return torch.stack([_img(seed + i, size) for i in range(n)])
+
+
+def test_collect_pairs_extremes_with_boxes_and_quality():
+    regions = _scored([0.2, 0.9, 0.5, 0.1])
+    scores = image_scores(_images(4), regions, "q", "mean", "face", where="t")
+    assert scores.values == [0.2, 0.9, 0.5, 0.1] and scores.warning == ""
+    quality = torch.rand(4, 64, 80)
+    out = collect_pairs("p", _images(4), scores, regions=regions, quality=quality, where="t")
+    assert out.lines == ["image 1 (0.9) > image 3 (0.1)", "image 2 (0.5) > image 0 (0.2)"]
+    first = out.records[0]
+    assert torch.equal(first.chosen, _images(4)[1]) and first.chosen_source == "generated"
+    assert first.face_boxes == {"chosen": [[4, 4, 20, 20]], "rejected": [[4, 4, 20, 20]]}
+    assert first.hand_boxes["rejected"] == [[30, 30, 40, 44]]
+    assert torch.equal(first.chosen_quality, quality[1]) and torch.equal(first.rejected_quality, quality[3])
+
+
+def test_collect_pairs_real_winners_and_same_index():
+    regions, real_regions = _scored([0.5, 0.1]), _scored([0.9, 0.1])
+    scores = image_scores(_images(2), regions, "q", where="t")
+    real = _images(2, seed=10)
+    out = collect_pairs("p", _images(2), scores, regions=regions, real_images=real[:1], max_pairs=1, where="t")
+    assert out.lines == ["real 0 > image 1 (0.1)"] and out.records[0].chosen_source == "real"
+    assert out.records[0].face_boxes["chosen"] == [] and out.records[0].chosen_quality is None
+    # same_index: real 1 is no better than image 1 by the score, so only pair 0 stands
+    out = collect_pairs("p", _images(2), scores, pairing="same_index", regions=regions, real_images=real,
+                        real_regions=real_regions, where="t")
+    assert out.lines == ["real 0 (0.9) > image 0 (0.5)"]
+    assert out.records[0].face_boxes["chosen"] == [[4, 4, 20, 20]] and torch.equal(out.records[0].chosen, real[0])
+    # without scores every index is paired
+    out = collect_pairs("p", _images(2), None, pairing="same_index", real_images=real, where="t")
+    assert out.lines == ["real 0 > image 0", "real 1 > image 1"]
+
+
+def test_collect_pairs_nothing_scored_warns():
+    regions = _scored([None, None])
+    scores = image_scores(_images(2), regions, "q", "mean", "hand", where="t")
+    assert scores.values == [None, None]
+    assert scores.warning == "warning: no image has a region labelled hand with a q score"
+    assert collect_pairs("p", _images(2), scores, regions=regions, where="t").records == []
+
+
+def test_collect_pairs_exception():
+    regions = _scored([0.2, 0.9])
+    scores = image_scores(_images(2), regions, "q", where="t")
+    with pytest.raises(NodeInputError, match="t: input 'real_images': images of at least 64×64 pixels are expected "
+                                             r"in a training dataset \(Train's smallest resolution\), got 1×1"):
+        collect_pairs("p", _images(2), scores, regions=regions, real_images=torch.rand(1, 3, 1, 1), where="t")
+    with pytest.raises(NodeInputError, match="t: input 'quality': quality maps of the images' size 80×64 are "
+                                             "expected, got 8×8"):
+        collect_pairs("p", _images(2), scores, regions=regions, quality=torch.rand(2, 8, 8), where="t")
+    with pytest.raises(ValueError, match=r"t: real_regions must describe the 1 image\(s\) of real_images"):
+        collect_pairs("p", _images(2), scores, regions=regions, real_images=_images(1), real_regions=regions, where="t")
+    with pytest.raises(ValueError, match=r"real_images must hold one image per image \(2\) for pairing same_index"):
+        collect_pairs("p", _images(2), scores, pairing="same_index", regions=regions, real_images=_images(1), where="t")
+    with pytest.raises(ValueError, match="pairing same_index pairs real image i with image i, got no real_images"):
+        collect_pairs("p", _images(2), None, pairing="same_index", where="t")
+    with pytest.raises(ValueError, match="regions must be the scored regions of image .* for pairing 'extremes'"):
+        collect_pairs("p", _images(2), None, where="t")
+    with pytest.raises(NodeInputError, match="t: input 'labels': .*got an unknown label fcae"):
+        image_scores(_images(2), regions, "q", labels="fcae", where="t")
+    with pytest.raises(NodeInputError, match="t: input 'score': one region score name is expected"):
+        image_scores(_images(2), regions, "", where="t")
+    with pytest.raises(ValueError, match=r"t: after_regions must describe the 3 image\(s\) of after"):
+        image_scores(_images(3), regions, "q", where="t", name="after", regions_name="after_regions")

@@ -226,7 +226,7 @@ def test_exception_image_and_regions_disagree(comfy_host):
     prompt["8"] = {"class_type": "ImageBatch", "inputs": {"image1": ["1", 0], "image2": ["1", 0]}}
     prompt["6"]["inputs"]["image"] = ["8", 0]
     error = _error(comfy_host, prompt, "VitruvianScorePreview")
-    assert "regions describe 1 image(s) but the image batch has 2" in error.message
+    assert "regions must describe the 2 image(s) of the batch, got regions for 1 image(s)" in error.message
 
 
 @pytest.mark.comfy

@@ -174,7 +174,7 @@ def test_exception(photos, photo_regions):
     small = torch.nn.functional.interpolate(photos, size=(64, 64))
     with pytest.raises(ValueError, match="regions of image 0 were found on a 128×128 image, but the image is 64×64"):
         refine_regions(small, photo_regions, SETTINGS, invert)
-    with pytest.raises(ValueError, match=r"ComfyUI IMAGE is \(B, H, W, C\), use image.movedim\(-1, 1\)"):
+    with pytest.raises(ValueError, match=r"looks like ComfyUI's IMAGE layout \(B, H, W, C\): use image.movedim\(-1, 1\)"):
         refine_regions(photos.movedim(1, -1), photo_regions, SETTINGS, invert)
     with pytest.raises(TypeError, match="image must be a float tensor"):
         refine_regions((photos * 255).byte(), photo_regions, SETTINGS, invert)

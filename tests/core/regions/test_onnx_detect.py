@@ -8,7 +8,8 @@ import torch
 
 from vitruvian.core.errors import ModelNotFoundError
 from vitruvian.core.regions import letterbox, load_detector
-from vitruvian.core.regions.onnx_detect import PAD_VALUE, check_image
+from vitruvian.core.checks import check_image
+from vitruvian.core.regions.onnx_detect import PAD_VALUE
 
 from .conftest import NEGATIVES, PEOPLE, load_photo
 from .detector_kit import canvas, draw_box, draw_disc, expected_score
@@ -128,7 +129,7 @@ def test_exception(onnx_models, tmp_path):
     detector = load_detector(onnx_models["bbox"])
     with pytest.raises(ValueError, match=r"got shape \(1, 64, 64, 3\); this looks like ComfyUI's IMAGE layout"):
         detector(torch.zeros(1, 64, 64, 3))
-    with pytest.raises(ValueError, match=r"image batch is empty \(B = 0\)"):
+    with pytest.raises(ValueError, match=r"image batch is empty \(shape \(0, 3, 64, 64\)\)"):
         detector(torch.zeros(0, 3, 64, 64))
     with pytest.raises(ValueError, match="threshold and iou must be in"):
         detector(torch.zeros(1, 3, 64, 64), threshold=2.0)

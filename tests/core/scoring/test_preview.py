@@ -48,5 +48,5 @@ def test_value_format_score():
 def test_exception():
     with pytest.raises(ValueError, match=r"image must be \(B, 3, H, W\)"):
         draw_regions(torch.zeros(2, 128, 128, 3), _batch())
-    with pytest.raises(ValueError, match="regions of image 0 belong to a 128×128 image, got a 64×64 image"):
+    with pytest.raises(ValueError, match="regions of image 0 were found on a 128×128 image, but the image is 64×64"):
         draw_regions(torch.zeros(2, 3, 64, 64), _batch())

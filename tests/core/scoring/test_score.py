@@ -96,9 +96,9 @@ def test_value_channels_grey_and_alpha():
 
 
 def test_exception():
-    with pytest.raises(ValueError, match=r"ComfyUI IMAGE is \(B, H, W, C\), use image.movedim\(-1, 1\)"):
+    with pytest.raises(ValueError, match=r"looks like ComfyUI's IMAGE layout \(B, H, W, C\): use image.movedim\(-1, 1\)"):
         score_regions(torch.rand(3, 8, 8, 3), _batch(), ConfidenceScorer())
-    with pytest.raises(ValueError, match="empty batch"):
+    with pytest.raises(ValueError, match=r"image batch is empty \(shape \(0, 3, 8, 8\)\)"):
         score_regions(torch.rand(0, 3, 8, 8), RegionBatch(), ConfidenceScorer())
     with pytest.raises(ValueError, match=r"regions must describe the 2 image\(s\) of the batch, got regions for 3"):
         score_regions(torch.rand(2, 3, 8, 8), _batch(), ConfidenceScorer())
