@@ -100,7 +100,8 @@ def main(argv=None) -> dict:
     ImageReward, official = _import_official(args.official, args.deps)
     from vitruvian.core.regions import Region
     from vitruvian.core.scoring import FaceScoreModel, FaceScorer
-    from vitruvian.core.scoring.facescore import CLIP_STD, config_from_state_dict, face_crops
+    from vitruvian.core.scoring.face_scorer import face_crops
+    from vitruvian.core.scoring.facescore import CLIP_STD, config_from_state_dict
 
     torch.manual_seed(0)
     reward = ImageReward(med_config=str(args.official / "med_config.json")).eval()

@@ -33,12 +33,10 @@ __all__ = [
     "LABELS", "HANDEDNESS", "COMBINE", "Region", "RegionBatch", "region_mask", "pixel_box",
 ]
 
-#: The labels the pack's detectors emit. Other labels (from a user's ONNX model or from SEGS)
-#: are kept as they come.
+#: The labels the pack's detectors emit. Other labels (from a user's ONNX model or from SEGS) are kept as they come.
 LABELS = ("face", "hand", "person")
 HANDEDNESS = ("left", "right")
-#: How :meth:`RegionBatch.to_masks` merges overlapping regions: the maximum, or the sum
-#: clipped to 1.
+#: How :meth:`RegionBatch.to_masks` merges overlapping regions: the maximum, or the sum clipped to 1.
 COMBINE = ("max", "sum")
 _BOX_TOLERANCE = 1e-3  # pixels; float noise from resizing must not fail the inside-image check
 
@@ -52,10 +50,8 @@ def _check_box(box, where: str) -> tuple[float, float, float, float]:
         raise ValueError(f"{where}: box must be 4 finite numbers (x0, y0, x1, y1), got {box!r}")
     x0, y0, x1, y1 = values
     if not (x0 < x1 and y0 < y1):
-        raise ValueError(
-            f"{where}: box must have x0 < x1 and y0 < y1 (pixels, corners), got {values}; "
-            "a (x, y, w, h) box must be converted to corners first"
-        )
+        raise ValueError(f"{where}: box must have x0 < x1 and y0 < y1 (pixels, corners), got {values}; "
+                         "a (x, y, w, h) box must be converted to corners first")
     return values
 
 

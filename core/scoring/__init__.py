@@ -13,7 +13,8 @@ fine-tuning a scorer on good/bad pairs), :mod:`.preview` (drawing). Heavy librar
 from .aggregate import AGGREGATES, ImageAggregates, aggregate, attach_scores, read_scores, scores_report
 from .confidence import ConfidenceScorer
 from .crops import crop_boxes, square_boxes
-from .facescore import FaceScoreConfig, FaceScoreModel, FaceScorer, load_facescore
+from .face_scorer import FaceScorer
+from .facescore import FaceScoreConfig, FaceScoreModel, load_facescore
 from .finetune import pair_accuracy, pairwise_loss, trainable_parameters
 from .hands import HAND_SCORE_NAMES, HandPriors, HandScorer, score_hand
 from .onnx_scorer import NORMALIZATIONS, OnnxScorer

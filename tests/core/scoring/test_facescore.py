@@ -16,7 +16,8 @@ from vitruvian.core.errors import ModelNotFoundError
 from vitruvian.core.regions import Region, RegionBatch
 from vitruvian.core.scoring import FaceScoreConfig, FaceScoreModel, FaceScorer, WeightsError, load_facescore, score_regions
 from vitruvian.core.scoring.crops import pil_bicubic_resize
-from vitruvian.core.scoring.facescore import CLIP_MEAN, CLIP_STD, FACE_TEXT_IDS, config_from_state_dict, face_crops
+from vitruvian.core.scoring.face_scorer import face_crops
+from vitruvian.core.scoring.facescore import CLIP_MEAN, CLIP_STD, FACE_TEXT_IDS, config_from_state_dict
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 
