@@ -38,7 +38,6 @@ from .pairs import DEFAULT_DATASET
 __all__ = ["NODES", "JobFailedError"]
 
 log = logging.getLogger("vitruvian")
-MAX_NAME = MAX_NAME_BYTES  # the trainer's own limit on ``name``
 
 
 class JobFailedError(VitruvianError, RuntimeError):
@@ -130,7 +129,7 @@ class VitruvianTrain(VitruvianNode):
                              tooltip="A checkpoint (and a LoRA the hot-loader can show) every N steps."),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1),
                 io.String.Input("name", default="vitruvian", tooltip=f"LoRA file name stem (letters, digits, '.', "
-                                f"'_', '-'; at most {MAX_NAME} bytes)."),
+                                f"'_', '-'; at most {MAX_NAME_BYTES} bytes)."),
                 io.Boolean.Input("wait", default=False, tooltip="Wait for the job (progress bar; cancelling the prompt "
                                  "cancels the job). Off: return the job id at once."),
                 io.String.Input("extra", multiline=True, default="",
@@ -201,8 +200,8 @@ class VitruvianTrain(VitruvianNode):
 
         folder = host.resolve_folder(data, where, "data")
         name = values["name"]
-        if len(name.encode("utf-8")) > MAX_NAME:
-            raise NodeInputError(where, "name", f"a file name stem of at most {MAX_NAME} bytes is expected (the "
+        if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+            raise NodeInputError(where, "name", f"a file name stem of at most {MAX_NAME_BYTES} bytes is expected (the "
                                  f"LoRA is saved as <name>-<job id>.safetensors), got {len(name.encode('utf-8'))} "
                                  "bytes; pick a short name")
         names = _objectives()

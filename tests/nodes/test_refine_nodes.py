@@ -331,19 +331,26 @@ def test_exception_region_prompt_needs_clip(comfy_host, _tiny_checkpoint_path, p
     assert "region_prompt needs a CLIP to encode it" in _error(comfy_host, prompt).message
 
 
-@pytest.mark.comfy
-def test_exception_paste_wrong_crop_count(comfy_host, _tiny_checkpoint_path, photos):
-    prompt = _graph(comfy_host.place(_tiny_checkpoint_path, "checkpoints"), photos, "refine_err8/img")
+def _crop_paste_graph(comfy_host, checkpoint, photos, name: str, between: dict) -> dict:
+    """Crop Regions → ``between`` (node "31", reading the crops) → Paste Regions → SaveImage, on the photos."""
+    prompt = _graph(comfy_host.place(checkpoint, "checkpoints"), photos, f"{name}/img")
     geometry = {k: FAST[k] for k in ("labels", "context_factor", "target_size", "max_size", "min_size",
                                      "mask_dilation", "mask_feather", "score_name", "refine_if_score_below")}
     prompt["30"] = {"class_type": "VitruvianCropRegions", "inputs": {"image": ["14", 0], "regions": ["21", 0],
                                                                      **geometry}}
-    prompt["31"] = {"class_type": "ImageFromBatch", "inputs": {"image": ["30", 0], "batch_index": 0, "length": 2}}
+    prompt["31"] = between
     prompt["35"] = {"class_type": "VitruvianPasteRegions", "inputs": {"image": ["14", 0], "refined_crops": ["31", 0],
                                                                       "crop_geometry": ["30", 2]}}
     for key in ("40", "42", "43", "44", "45"):
         del prompt[key]
-    prompt["40"] = {"class_type": "SaveImage", "inputs": {"images": ["35", 0], "filename_prefix": "refine_err8/out"}}
+    prompt["40"] = {"class_type": "SaveImage", "inputs": {"images": ["35", 0], "filename_prefix": f"{name}/out"}}
+    return prompt
+
+
+@pytest.mark.comfy
+def test_exception_paste_wrong_crop_count(comfy_host, _tiny_checkpoint_path, photos):
+    prompt = _crop_paste_graph(comfy_host, _tiny_checkpoint_path, photos, "refine_err8", {
+        "class_type": "ImageFromBatch", "inputs": {"image": ["30", 0], "batch_index": 0, "length": 2}})
     error = _error(comfy_host, prompt, "VitruvianPasteRegions")
     assert "refined crops must be the 5 crops of Crop Regions, in order, got 2 images" in error.message
 
@@ -362,18 +369,9 @@ def test_exception_huge_region_prompt(comfy_host, _tiny_checkpoint_path, photos)
 @pytest.mark.comfy
 def test_exception_paste_resized_crops(comfy_host, _tiny_checkpoint_path, photos):
     """Crops scaled on the way (an upscaler, a VAE cropping to its multiple) are refused, never stretched back."""
-    prompt = _graph(comfy_host.place(_tiny_checkpoint_path, "checkpoints"), photos, "refine_err9/img")
-    geometry = {k: FAST[k] for k in ("labels", "context_factor", "target_size", "max_size", "min_size",
-                                     "mask_dilation", "mask_feather", "score_name", "refine_if_score_below")}
-    prompt["30"] = {"class_type": "VitruvianCropRegions", "inputs": {"image": ["14", 0], "regions": ["21", 0],
-                                                                     **geometry}}
-    prompt["31"] = {"class_type": "ImageScale", "inputs": {"image": ["30", 0], "upscale_method": "bilinear",
-                                                           "width": 128, "height": 128, "crop": "disabled"}}
-    prompt["35"] = {"class_type": "VitruvianPasteRegions", "inputs": {"image": ["14", 0], "refined_crops": ["31", 0],
-                                                                      "crop_geometry": ["30", 2]}}
-    for key in ("40", "42", "43", "44", "45"):
-        del prompt[key]
-    prompt["40"] = {"class_type": "SaveImage", "inputs": {"images": ["35", 0], "filename_prefix": "refine_err9/out"}}
+    prompt = _crop_paste_graph(comfy_host, _tiny_checkpoint_path, photos, "refine_err9", {
+        "class_type": "ImageScale", "inputs": {"image": ["30", 0], "upscale_method": "bilinear", "width": 128,
+                                               "height": 128, "crop": "disabled"}})
     error = _error(comfy_host, prompt, "VitruvianPasteRegions")
     assert ("VitruvianPasteRegions: input 'refined_crops': refined crops must be 96×96 pixels, the size Crop Regions "
             "cut, got 128×128; scale them back to 96×96") in error.message
