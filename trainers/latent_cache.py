@@ -195,9 +195,10 @@ class BatchEncoder:
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         pixels = batch["pixels"]  # (B, N, 3, R, R) in [-1, 1]
         keys, augs, prompts = batch["key"], batch["aug"], batch["prompt"]
-        latents = torch.stack([self._latents(pixels[i], keys[i], augs[i]) for i in range(pixels.shape[0])])
+        decoded = batch.get("decoded") or [True] * pixels.shape[0]
+        latents = torch.stack([self._latents(pixels[i], keys[i], augs[i], decoded[i]) for i in range(pixels.shape[0])])
         conds = [self.text(p) for p in prompts]
-        out = {k: v for k, v in batch.items() if k not in ("pixels",)}
+        out = {k: v for k, v in batch.items() if k not in ("pixels", "decoded")}
         out["latents"] = latents.to(self.device)
         out["cond"] = _cat_cond(conds)
         added = out["cond"].get("added_cond_kwargs")
@@ -255,12 +256,16 @@ class BatchEncoder:
 
     # -- internals ----------------------------------------------------------------------------------
 
-    def _latents(self, pixels: torch.Tensor, key: str, aug: Any) -> torch.Tensor:
+    def _latents(self, pixels: torch.Tensor, key: str, aug: Any, decoded: bool = True) -> torch.Tensor:
         ck = _digest("lat", key, repr(tuple(aug) if aug is not None else None), tuple(pixels.shape), self._vae_fp)
         self._items_seen.add(ck)
         entry = self.cache.get(ck) if self.cache is not None else None
         if entry is not None:
             return entry["latents"]
+        if not decoded:
+            raise RuntimeError(f"BatchEncoder: item {key} (augmentation {aug}) came without decoded pixels, which is "
+                               "only done once the up-front pass cached every item's latents, but its latents are "
+                               "not in the cache; report this with the run's config")
         self._ensure_on_device()
         vae = self.base.vae
         with torch.no_grad():

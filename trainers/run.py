@@ -262,7 +262,9 @@ def _make_optimizer(params: list[torch.nn.Parameter], config, accelerator) -> to
             if accelerator.is_main_process:
                 print("train: use_8bit_adam=true but bitsandbytes does not import; using torch AdamW "
                       "(pip install bitsandbytes on a CUDA machine)", flush=True)
-    return torch.optim.AdamW(params, lr=config.learning_rate)
+    # foreach: one fused kernel per step over all LoRA tensors; torch picks it only for CUDA by default, and on the
+    # CPU the per-tensor loop costs ≈ 2 ms per step over 64 small tensors (the same arithmetic: pinned losses agree)
+    return torch.optim.AdamW(params, lr=config.learning_rate, foreach=True)
 
 
 def _prepare(accelerator, unet, lora: bool, modules: dict, optimizer):
@@ -333,6 +335,8 @@ def _fill_cache(config, dataset, encoder, accelerator, *, keep_vae: bool) -> Non
         accelerator.wait_for_everyone()
         cache.refresh()
     encoder.offload(keep_vae=keep_vae)
+    if hasattr(dataset, "decode_pixels"):  # every item's latents are cached: steps read only headers and the cache
+        dataset.decode_pixels = False
     if main:
         print(f"train: latent cache: {len(cache)} entries (latents and prompts) ready in {seconds:.1f} s before "
               f"the first step{f' (this process encoded 1/{world} of them)' if world > 1 else ''}", flush=True)

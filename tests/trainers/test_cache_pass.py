@@ -21,9 +21,10 @@ from .engine_kit import PROMPTS, make_pair_folder, tiny_config
 
 
 def _train_counting(tmp: Path, data: Path, steps: int = 3, **overrides) -> tuple[int, dict, list[float]]:
-    """Open a tiny dpo run, count VAE and text-encoder calls during ``steps`` steps.
+    """Open a tiny dpo run, count VAE and text-encoder calls and the items whose pixels were decoded during
+    ``steps`` steps.
 
-    Returns (cache entries after open_run, {"vae": n, "text": n} during the steps, the losses)."""
+    Returns (cache entries after open_run, {"vae": n, "text": n, "decoded": n} during the steps, the losses)."""
     from vitruvian.trainers.loop import _step
     from vitruvian.trainers.objectives import get_objective
     from vitruvian.trainers.run import open_run
@@ -31,7 +32,7 @@ def _train_counting(tmp: Path, data: Path, steps: int = 3, **overrides) -> tuple
     cfg = tiny_config(tmp, data, "dpo", steps=steps, batch_size=2, seed=7, rank=4, alpha=4, **overrides)
     run = open_run(cfg, get_objective(cfg.objective, cfg))
     entries = len(run.cache) if run.cache is not None else 0
-    calls = {"vae": 0, "text": 0}
+    calls = {"vae": 0, "text": 0, "decoded": 0}
 
     def counted(name, fn):
         def call(*args, **kwargs):
@@ -42,6 +43,13 @@ def _train_counting(tmp: Path, data: Path, steps: int = 3, **overrides) -> tuple
     run.base.vae.encode = counted("vae", run.base.vae.encode)  # the real module's method, counted
     for te in run.base.text_encoders:
         te.forward = counted("text", te.forward)
+    encode_batch = run.encoder
+
+    def encoder(batch):
+        calls["decoded"] += sum(batch["decoded"])
+        return encode_batch(batch)
+
+    run.encoder = encoder
     losses = []
     while run.step < steps:
         _step(run)
@@ -56,10 +64,13 @@ def test_pass_with_flips_leaves_steps_nothing_to_encode(tmp_path):
     # 3 steps x 2 pairs = 6 samples: the second epoch draws new flips, all encoded ahead of time
     entries, calls, losses = _train_counting(tmp_path / "a", data, random_flip=True)
     assert entries == 2 * n + len(PROMPTS)  # each pair under both flips + each prompt
-    assert calls == {"vae": 0, "text": 0}
+    assert calls == {"vae": 0, "text": 0, "decoded": 0}  # steps read the cache, and only the images' headers
     _, fresh_calls, fresh = _train_counting(tmp_path / "b", data, random_flip=True, cache_latents=False)
-    assert fresh_calls["vae"] == 3 * 2 and fresh_calls["text"] == 3 * 2  # no cache: every step encodes
+    assert fresh_calls == {"vae": 3 * 2, "text": 3 * 2, "decoded": 3 * 2}  # no cache: every step decodes, encodes
     assert losses == fresh and len(set(losses)) == 3  # bit for bit
+    # DataLoader workers copy the dataset when the first batch is drawn, after the pass: they skip decoding too
+    _, worker_calls, worker_losses = _train_counting(tmp_path / "c", data, random_flip=True, num_workers=2)
+    assert worker_calls == {"vae": 0, "text": 0, "decoded": 0} and worker_losses == losses
 
 
 def _pickapic(folder: Path, rows: int) -> Path:
@@ -86,9 +97,11 @@ def _pickapic(folder: Path, rows: int) -> Path:
 def test_pass_over_a_parquet_stream(tmp_path):
     data = _pickapic(tmp_path / "data", 6)  # 4 kept pairs, 4 prompts
     entries, calls, losses = _train_counting(tmp_path / "a", data, random_flip=False)
-    assert entries == 4 + 4 and calls == {"vae": 0, "text": 0}
-    _, _, fresh = _train_counting(tmp_path / "b", data, random_flip=False, cache_latents=False)
-    assert losses == fresh
+    assert entries == 4 + 4 and calls == {"vae": 0, "text": 0, "decoded": 0}
+    _, fresh_calls, fresh = _train_counting(tmp_path / "b", data, random_flip=False, cache_latents=False)
+    assert losses == fresh and fresh_calls["decoded"] == 3 * 2
+    _, worker_calls, worker_losses = _train_counting(tmp_path / "c", data, random_flip=False, num_workers=2)
+    assert worker_calls["decoded"] == 0 and worker_losses == losses
 
 
 @pytest.mark.slow

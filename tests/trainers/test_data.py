@@ -158,7 +158,8 @@ def test_quality_map_formats(tmp_path):
 def test_item_layout(pair_folder):
     ds = open_pairs(pair_folder)
     item = ds[(0, 1)]
-    assert set(item) == {"key", "prompt", "pixels", "source", "face_boxes", "hand_boxes", "quality", "aug"}
+    assert set(item) == {"key", "prompt", "pixels", "source", "face_boxes", "hand_boxes", "quality", "aug", "decoded"}
+    assert item["decoded"] is True
     assert item["prompt"] == "portrait 1" and item["source"] == "generated"
     assert item["pixels"].shape == (2, 3, 64, 64) and item["pixels"].dtype == torch.float32
     assert item["pixels"].min() >= -1 and item["pixels"].max() <= 1 and item["pixels"].std() > 0.1

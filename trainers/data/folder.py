@@ -28,6 +28,7 @@ class JsonlDataset(Dataset):
         self.random_flip = random_flip
         self.random_crop = random_crop
         self.seed = seed
+        self.decode_pixels = True  # False once the trainer's latent cache holds every item (``make_item``)
 
     @property
     def images_per_sample(self) -> int:
@@ -50,4 +51,5 @@ class JsonlDataset(Dataset):
             boxes=rec.boxes,
             quality=[(Path(q).read_bytes(), Path(q).name) if q else None for q in rec.quality],
             pose=Path(rec.pose).read_bytes() if rec.pose else rec.pose_json,
-            resolution=self.resolution, rng=rng, random_flip=self.random_flip, random_crop=self.random_crop)
+            resolution=self.resolution, rng=rng, random_flip=self.random_flip, random_crop=self.random_crop,
+            decode=self.decode_pixels)

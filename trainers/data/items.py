@@ -20,6 +20,8 @@ Item layout (N = 2 for pairs, chosen first; N = 1 for single images)::
     pose        only for records with a pose: PoseFrame on the R x R crop (pixels, flipped with its labels
                 swapped; see ``poses``)
     aug         (flip: bool, crop_x: int, crop_y: int)
+    decoded     bool: False when ``make_item(decode=False)`` left ``pixels`` as zeros (the trainer's latent cache
+                holds the item)
 """
 from __future__ import annotations
 
@@ -170,10 +172,15 @@ def warp_boxes(boxes: tuple, g: Geometry):
 
 def make_item(*, text: str, prompt: str, source: str, images: list[bytes], boxes: dict[str, tuple],
               quality: list[tuple[bytes, str] | None], resolution: int, rng: np.random.Generator,
-              random_flip: bool, random_crop: bool, pose: bytes | str | None = None) -> dict[str, Any]:
+              random_flip: bool, random_crop: bool, pose: bytes | str | None = None,
+              decode: bool = True) -> dict[str, Any]:
     """Decode and augment one record. ``images`` are file bytes, chosen first; ``boxes[kind][i]`` the
     boxes of image i; ``quality[i]`` is ``(bytes, file name)`` or None; ``pose`` the keypoint JSON of the
     first image (file bytes or inline text) or None. Layout: see the module docstring.
+
+    ``decode=False`` (the trainer, once the latent cache holds every item): the images' pixels are not decoded
+    (only their headers are read, for the sizes the geometry needs); ``pixels`` is a zero tensor of the same
+    shape that owns no memory, and ``decoded`` is False, so an encoder that would need the pixels can refuse.
     """
     import torch
     from PIL import Image
@@ -188,7 +195,10 @@ def make_item(*, text: str, prompt: str, source: str, images: list[bytes], boxes
     sizes = [im.size for im in pil]
     aug = plan_augmentation(sizes[0], resolution, rng, random_flip=random_flip, random_crop=random_crop)
     geoms = [geometry_for(s, sizes[0], aug, resolution) for s in sizes]
-    pixels = torch.stack([warp_image(im, g) for im, g in zip(pil, geoms)])
+    if decode:
+        pixels = torch.stack([warp_image(im, g) for im, g in zip(pil, geoms)])
+    else:
+        pixels = torch.zeros(()).expand(len(pil), 3, resolution, resolution)
     maps = None
     if any(q is not None for q in quality):
         ones = torch.ones(1, resolution, resolution)
@@ -202,6 +212,7 @@ def make_item(*, text: str, prompt: str, source: str, images: list[bytes], boxes
     if pose is not None:
         item["pose"] = warp_pose(read_record_pose(pose, sizes[0]), geoms[0])
     item["aug"] = aug
+    item["decoded"] = decode
     return item
 
 

@@ -5,6 +5,7 @@ Batch layout (B items, N images per item; see ``trainers.data.items`` for one it
     key         list[str] (B)
     prompt      list[str] (B)
     pixels      (B, N, 3, R, R) float32 in [-1, 1]; [:, 0] chosen, [:, 1] rejected for pairs
+    decoded     list (B) of bool: False where the pixels were not decoded (zeros; the latent cache holds the item)
     source      list[str] (B)
     face_boxes  list (B) of lists (N) of float32 (k, 4) tensors, pixels of the R x R crop
     hand_boxes  same
@@ -21,7 +22,7 @@ the uninterrupted run would have. Iterable (parquet) datasets do the same throug
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,7 @@ def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "quality": quality,
         "pose": _poses([it.get("pose") for it in items]),
         "aug": [it["aug"] for it in items],
+        "decoded": [it.get("decoded", True) for it in items],
     }
 
 
@@ -99,11 +101,31 @@ def make_loader(dataset: Any, *, batch_size: int, seed: int, start_index: int = 
             raise ValueError(f"make_loader: {name} must be an integer >= {low}, got {value!r}")
     if not 0 <= rank < world_size:
         raise ValueError(f"make_loader: rank must be in [0, world_size={world_size}), got {rank!r}")
+    # its own generator: starting the loader (at the first batch) must not draw from torch's global RNG, which a
+    # resumed run restores from its checkpoint (items are seeded by (seed, epoch, index), not by worker seeds)
     common = dict(batch_size=batch_size, collate_fn=collate, num_workers=num_workers,
-                  persistent_workers=num_workers > 0)
+                  persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed * 1000 + rank))
     if isinstance(dataset, IterableDataset):
-        stream = dataset.stream(seed=seed, start_index=start_index, rank=rank, world_size=world_size,
-                                batch_size=batch_size, num_workers=num_workers)
-        return iter(DataLoader(stream, **common))
+        place = dict(seed=seed, start_index=start_index, rank=rank, world_size=world_size, batch_size=batch_size,
+                     num_workers=num_workers)
+        dataset.stream(**place)  # its checks now; the loader streams a fresh copy when the first batch is drawn
+        return _Batches(lambda: DataLoader(dataset.stream(**place), **common))
     sampler = EpochSampler(len(dataset), seed=seed, start_index=start_index, rank=rank, world_size=world_size)
-    return iter(DataLoader(dataset, sampler=sampler, **common))
+    return _Batches(lambda: DataLoader(dataset, sampler=sampler, **common))
+
+
+class _Batches:
+    """The batch iterator ``make_loader`` returns: the DataLoader (and its workers, which copy the dataset) starts
+    when the first batch is drawn, so dataset settings made after ``make_loader`` (the trainer's
+    ``decode_pixels = False`` after its latent-cache pass) reach every worker."""
+
+    def __init__(self, make: Callable[[], DataLoader]):
+        self._make, self._it = make, None
+
+    def __iter__(self) -> _Batches:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        if self._it is None:
+            self._it = iter(self._make())
+        return next(self._it)

@@ -59,6 +59,7 @@ class PickapicDataset(IterableDataset):
         self.units = _scan(self.files)
         self.resolution, self.random_flip, self.random_crop, self.seed = resolution, random_flip, random_crop, seed
         self.read_rows = read_rows
+        self.decode_pixels = True  # False once the trainer's latent cache holds every item (``make_item``)
         self.order_seed, self.start_index, self.rank, self.world_size = seed, 0, 0, 1
         self.batch_size, self.num_workers = 1, 0
         self.rows_read = 0
@@ -141,7 +142,7 @@ class PickapicDataset(IterableDataset):
             text=json.dumps({"prompt": caption}, ensure_ascii=False), prompt=caption, source="generated",
             images=blobs, boxes={}, quality=[None, None], resolution=self.resolution,
             rng=np.random.default_rng((self.seed, epoch, row)), random_flip=self.random_flip,
-            random_crop=self.random_crop)
+            random_crop=self.random_crop, decode=self.decode_pixels)
 
 
 def _winner(label: Any, path: str, row_group: int, row: int) -> int | None:
