@@ -9,7 +9,11 @@ File format (kohya, the de-facto standard; ComfyUI maps it for SD1.5 and SDXL):
   with ``text_model_`` (``lora_te_text_model_encoder_layers_0_self_attn_q_proj``).
 
 PEFT's own names (``unet.….lora_A.weight``) are *not* applied by ComfyUI to the UNet (it logs
-"lora key not loaded"), which is why files are converted. The effective update is
+"lora key not loaded"), which is why files are converted. The transformer families (Flux.1, Chroma, SD3.5,
+Qwen-Image) use ``key_style="diffusers"`` instead: ``transformer.<module>.lora_A.weight`` / ``….lora_B.weight`` /
+``….alpha`` with diffusers module paths, which ComfyUI maps for those models (``comfy/lora.py``:
+``"transformer.{}"`` keys for Flux, SD3 and QwenImage) and diffusers' ``load_lora_weights`` reads (alphas
+included); metadata ``vitruvian_lora_keys`` says which style a file has. The effective update is
 ``up @ down * alpha / rank``, identical to peft's ``lora_B @ lora_A * lora_alpha / r``.
 
 Safetensors metadata: ``ss_network_module``, ``ss_network_dim``, ``ss_network_alpha``,
@@ -70,6 +74,19 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
+_STYLES = ("kohya", "diffusers")
+
+
+def _file_keys(module: str, part: str, style: str) -> tuple[str, str, str]:
+    """(down/A, up/B, alpha) tensor names of one peft module in a file of ``style``."""
+    if style == "diffusers":
+        if part != "unet":
+            raise ConfigError(f"save_lora: key_style 'diffusers' covers the denoiser only, got a {part!r} part")
+        return f"transformer.{module}{_A}", f"transformer.{module}{_B}", f"transformer.{module}.alpha"
+    name = kohya_module_name(module, part)
+    return f"{name}.lora_down.weight", f"{name}.lora_up.weight", f"{name}.alpha"
+
+
 def kohya_module_name(module: str, part: str) -> str:
     """Kohya name of a peft module path: ``"unet"`` keeps diffusers paths, text encoders get
     a ``text_model.`` root (transformers ≥ 5.6 dropped it from ``CLIPTextModel``); dots → ``_``."""
@@ -79,9 +96,11 @@ def kohya_module_name(module: str, part: str) -> str:
 
 
 def peft_to_kohya(
-    state: Mapping[str, torch.Tensor], part: str, alpha: float, *, dtype: torch.dtype = torch.float32
+    state: Mapping[str, torch.Tensor], part: str, alpha: float, *, dtype: torch.dtype = torch.float32,
+    style: str = "kohya",
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Convert a peft LoRA state dict (``get_peft_model_state_dict``) to kohya keys.
+    """Convert a peft LoRA state dict (``get_peft_model_state_dict``) to kohya keys (or, ``style="diffusers"``,
+    ``transformer.``-prefixed diffusers names; see the module docstring).
 
     Parameters
     ----------
@@ -111,10 +130,10 @@ def peft_to_kohya(
     modules = sorted({k[: -len(_A)] for k in state if k.endswith(_A)})
     out: dict[str, torch.Tensor] = {}
     for m in modules:
-        name = kohya_module_name(m, part)
-        out[f"{name}.lora_down.weight"] = state[m + _A].detach().to("cpu", dtype).contiguous()
-        out[f"{name}.lora_up.weight"] = state[m + _B].detach().to("cpu", dtype).contiguous()
-        out[f"{name}.alpha"] = torch.tensor(float(alpha), dtype=torch.float32)
+        down, up, alpha_key = _file_keys(m, part, style)
+        out[down] = state[m + _A].detach().to("cpu", dtype).contiguous()
+        out[up] = state[m + _B].detach().to("cpu", dtype).contiguous()
+        out[alpha_key] = torch.tensor(float(alpha), dtype=torch.float32)
     return out, modules
 
 
@@ -143,6 +162,7 @@ def save_lora(
     base_kind: str | None = None,
     adapter_name: str = "default",
     dtype: torch.dtype = torch.float32,
+    key_style: str = "kohya",
 ) -> Path:
     """Write the LoRA of ``unet`` (and text encoders) as a kohya ``.safetensors`` file, atomically.
 
@@ -166,6 +186,9 @@ def save_lora(
         Sets ``ss_base_model_version``.
     dtype : torch.dtype
         Tensor dtype in the file (fp32 keeps resume exact; fp16 halves the size).
+    key_style : {"kohya", "diffusers"}
+        ``"kohya"`` for the UNet families, ``"diffusers"`` (``transformer.…lora_A.weight``) for the transformer
+        families (no text-encoder parts).
 
     Returns
     -------
@@ -177,9 +200,12 @@ def save_lora(
     path = Path(path)
     if not path.parent.is_dir():
         raise ConfigError(f"save_lora: path must be in an existing folder, got {str(path)!r}")
+    if key_style not in _STYLES:
+        raise ConfigError(f"save_lora: key_style must be one of {_STYLES}, got {key_style!r}")
     unet = unwrap_model(unet)
     cfg = _adapter(unet, adapter_name, "unet")
-    tensors, modules = peft_to_kohya(get_peft_model_state_dict(unet, adapter_name=adapter_name), "unet", cfg.lora_alpha, dtype=dtype)
+    tensors, modules = peft_to_kohya(get_peft_model_state_dict(unet, adapter_name=adapter_name), "unet", cfg.lora_alpha,
+                                     dtype=dtype, style=key_style)
     names = {"unet": modules}
     if text_encoder is not None:
         encoders = list(text_encoder) if isinstance(text_encoder, Sequence) else [text_encoder]
@@ -192,7 +218,7 @@ def save_lora(
             enc = unwrap_model(enc)
             te_cfg = _adapter(enc, adapter_name, f"text encoder {part!r}")
             state = get_peft_model_state_dict(enc, adapter_name=adapter_name)
-            te_tensors, names[part] = peft_to_kohya(state, part, te_cfg.lora_alpha, dtype=dtype)
+            te_tensors, names[part] = peft_to_kohya(state, part, te_cfg.lora_alpha, dtype=dtype, style=key_style)
             tensors.update(te_tensors)
     meta = {
         "ss_network_module": "networks.lora",
@@ -201,6 +227,7 @@ def save_lora(
         "vitruvian_version": _version(),
         "vitruvian_config": json.dumps(dict(config or {}), sort_keys=True, default=str),
         "vitruvian_lora_modules": json.dumps(names),
+        "vitruvian_lora_keys": key_style,
     }
     if step is not None:
         meta["vitruvian_step"] = str(int(step))
@@ -269,16 +296,19 @@ def load_lora_state(path: str | os.PathLike) -> LoraState:
     tensors = load_file(str(path))
     used: set[str] = set()
     parts: dict[str, dict[str, torch.Tensor]] = {}
+    style = meta.get("vitruvian_lora_keys", "kohya")  # files from before the key was kept are kohya
+    if style not in _STYLES:
+        raise ConfigError(f"load_lora_state: vitruvian_lora_keys must be one of {_STYLES}, got {style!r} in {str(path)!r}")
     for part, modules in names.items():
         state = {}
         for m in modules:
-            k = kohya_module_name(m, part)
+            down, up, alpha_key = _file_keys(m, part, style)
             try:
-                state[m + _A] = tensors[f"{k}.lora_down.weight"]
-                state[m + _B] = tensors[f"{k}.lora_up.weight"]
+                state[m + _A] = tensors[down]
+                state[m + _B] = tensors[up]
             except KeyError as exc:
                 raise ConfigError(f"load_lora_state: {str(path)!r} must contain {exc.args[0]!r} (listed in its metadata)") from None
-            used.update({f"{k}.lora_down.weight", f"{k}.lora_up.weight", f"{k}.alpha"})
+            used.update({down, up, alpha_key})
         parts[part] = state
     extra = sorted(set(tensors) - used)
     if extra:

@@ -58,8 +58,9 @@ class RunSettings:
     # run
     objective: str = setting("", "Training objective; set by the CLI subcommand (sft, dpo, ...).",
                              group="run", required=True)
-    base: str = setting("", "Base model: a diffusers folder or a single-file .safetensors checkpoint "
-                        "(SD1.5 or SDXL).", group="run", required=True, path=True)
+    base: str = setting("", "Base model: a diffusers folder, a single-file SD1.5/SDXL checkpoint, or a Flux.1 "
+                        "diffusion model (ComfyUI's models/diffusion_models/, with text_encoders and vae).",
+                        group="run", required=True, path=True)
     data: str = setting("", "Dataset folder: metadata.jsonl + images, or Pick-a-Pic style *.parquet files.",
                         group="run", required=True, path=True)
     out: str = setting("", "Output folder for the LoRA, checkpoints, cache and progress.jsonl.",
@@ -73,6 +74,21 @@ class RunSettings:
     # base model
     tokenizer: str = setting("", "Tokenizer folder for single-file checkpoints; '' finds it automatically.",
                              group="model", path=True)
+    text_encoders: tuple[str, ...] = setting(
+        (), "Text-encoder files for a diffusion-model base (Flux.1: clip_l and t5xxl from ComfyUI's "
+        "models/text_encoders/, comma-separated, any order); unused for a folder or SD checkpoint.",
+        group="model", path=True)
+    vae: str = setting("", "VAE file for a diffusion-model base (Flux.1: ae.safetensors from ComfyUI's models/vae/).",
+                       group="model", path=True)
+    flow_shift: str = setting("auto", "Flow-matching families: the sigma shift s (sigma' = s*sigma/(1+(s-1)*sigma)); "
+                              "'auto' = the model's own (Flux.1-dev: by resolution, exp(mu); schnell: 1).",
+                              group="model")
+    flow_logit_mean: float = setting(0.0, "Flow-matching families: mean of the logit-normal sigma draw.",
+                                     group="model")
+    flow_logit_std: float = setting(1.0, "Flow-matching families: spread of the logit-normal sigma draw.",
+                                    group="model", gt=0)
+    flux_guidance: float = setting(1.0, "Flux.1-dev: the distilled guidance input while training (1.0, as Flux-dev "
+                                   "LoRA trainers use).", group="model", ge=0)
     mixed_precision: str = setting("no", "Autocast precision: no, fp16 or bf16 (the LoRA weights stay fp32).",
                                    group="model", choices=MIXED_PRECISION)
     gradient_checkpointing: bool = setting(False, "Recompute UNet activations in the backward pass "
@@ -159,11 +175,12 @@ class TrainConfig(PoseAdapterOptions, TrainScorerOptions, HGDPOOptions, FaceGuid
         problems = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.metadata["path"] and value and value not in f.metadata["keywords"]:
-                refused = os_path_problem(value)
-                if refused:
-                    problems.append(f"{f.name} must be a path the system accepts, got {short(value)} which {refused}; "
-                                    f"fix: --set {f.name}=<another path>")
+            for item in (value if isinstance(value, tuple) else (value,)):
+                if f.metadata["path"] and item and item not in f.metadata["keywords"]:
+                    refused = os_path_problem(item)
+                    if refused:
+                        problems.append(f"{f.name} must be a path the system accepts, got {short(item)} which {refused}; "
+                                        f"fix: --set {f.name}=<another path>")
         if self.lr_warmup_steps > self.steps:
             problems.append(f"lr_warmup_steps must be <= steps ({self.steps}), got {self.lr_warmup_steps}; "
                             "fix: lower lr_warmup_steps or raise steps")
@@ -173,6 +190,14 @@ class TrainConfig(PoseAdapterOptions, TrainScorerOptions, HGDPOOptions, FaceGuid
         elif not _NAME_RE.fullmatch(self.name):
             problems.append(f"name must be a file name stem of letters, digits, '.', '_' or '-', got {self.name!r}; "
                             "fix: --set name=my_lora")
+        if self.flow_shift != "auto":
+            try:
+                shift = float(self.flow_shift)
+            except ValueError:
+                shift = float("nan")
+            if not (shift > 0 and shift < float("inf")):
+                problems.append(f"flow_shift must be 'auto' or a number > 0, got {self.flow_shift!r}; "
+                                "fix: --set flow_shift=auto (or 3.0)")
         if any(not t or not isinstance(t, str) for t in self.lora_targets) or not self.lora_targets:
             problems.append(f"lora_targets must be a non-empty list of module-name suffixes, got {self.lora_targets!r}; "
                             "fix: --set lora_targets=to_q,to_k,to_v,to_out.0")
@@ -295,6 +320,8 @@ def _coerce(key: str, raw: str) -> tuple[Any, str | None]:
 
 def _resolve_path(key: str, value: Any, base_dir: Path) -> Any:
     f = _FIELDS.get(key)
+    if f is not None and f.metadata["path"] and isinstance(value, (list, tuple)):
+        return type(value)(_resolve_path(key, v, base_dir) for v in value)
     if f is None or not f.metadata["path"] or not isinstance(value, str):
         return value
     if value == "" or value in f.metadata["keywords"]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.errors import ModelNotFoundError
+from ..core.errors import ConfigError, ModelNotFoundError
 from ..core.lora_io import LoraState, load_lora_state, save_lora
 from .families.base import BaseModel
 from .lora_layers import adapters_disabled, add_lora, apply_lora_state, merge_lora, unwrap_model
@@ -48,7 +48,7 @@ def _freeze(*modules) -> None:
 
 def load_base(
     path: str | os.PathLike, *, tokenizer: str | os.PathLike = "", device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype = torch.float32, text_encoders: Sequence[str] = (), vae: str = "",
 ) -> BaseModel:
     """Load a base model without network access: the family (``trainers.families``) is detected, then loads it.
 
@@ -60,6 +60,9 @@ def load_base(
         Folder with CLIP ``vocab.json`` + ``merges.txt``; "" searches (see ``tokenizer_search``).
     device, dtype
         Where and in which dtype the frozen base weights live (LoRA layers added later stay fp32).
+    text_encoders, vae : files, optional
+        The companions of a diffusion-model file (Flux.1: clip_l + t5xxl, ae); a folder or an SD checkpoint
+        holds its own.
 
     Returns
     -------
@@ -79,7 +82,11 @@ def load_base(
     if not src.exists():
         raise ModelNotFoundError(f"load_base: base model {str(path)!r}", [str(src.parent)])
     family, kind, shapes = detect(src)
-    base = family.load(src, kind, tokenizer=tokenizer, dtype=dtype, shapes=shapes)
+    companions = {"text_encoders": tuple(text_encoders), "vae": str(vae or "")} if text_encoders or vae else {}
+    if companions and not hasattr(family, "vae_factors"):
+        raise ConfigError(f"load_base: text_encoders and vae are for a diffusion-model base (Flux.1), got them with "
+                          f"{str(path)!r}, a {kind} model that holds its own; fix: leave text_encoders and vae empty")
+    base = family.load(src, kind, tokenizer=tokenizer, dtype=dtype, shapes=shapes, **companions)
     _freeze(base.unet, base.vae, *base.text_encoders)
     for m in (base.unet, base.vae, *base.text_encoders):
         m.to(device)

@@ -170,7 +170,7 @@ def open_run(config, objective) -> Run:
 
     ctx = ObjectiveContext(unet=unet, scheduler=base.scheduler if base is not None else None, generator=generator,
                            empty_cond=encoder.text("") if config.proportion_empty_prompts > 0 and base is not None else None,
-                           modules=prepared, process=base.family.process(base.scheduler) if base is not None else None)
+                           modules=prepared, process=base.family.process(base.scheduler, config) if base is not None else None)
     _fill_cache(config, dataset, encoder, accelerator, keep_vae=isinstance(objective, PreparesBase))
     run = Run(config=config, cfg=cfg, out=out, objective=objective, accelerator=accelerator, resume=resume,
               base=base, unet=unet, raw_unet=raw_unet, modules=modules, prepared=prepared, params=params,
@@ -228,7 +228,8 @@ def _load_frozen_base(config, objective, accelerator, mixed: str):
     from .models import load_base
 
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed, torch.float32)
-    base = load_base(config.base, tokenizer=config.tokenizer, device=accelerator.device, dtype=weight_dtype)
+    base = load_base(config.base, tokenizer=config.tokenizer, device=accelerator.device, dtype=weight_dtype,
+                     text_encoders=config.text_encoders, vae=config.vae)
     if weight_dtype == torch.float16:
         base.vae.to(torch.float32)  # SD/SDXL VAEs overflow in fp16
     for m in (base.unet, base.vae, *base.text_encoders):

@@ -7,6 +7,9 @@
   image by the data layer) to the latent grid.
 - :func:`patch_weights` turns a (chosen, rejected) pair of quality maps into the per-pixel weights of
   PatchDPO's two forms (mapping documented in ``docs/methods.md``).
+- :func:`token_grid` makes a latent mask or weight map constant on each p×p patch a transformer turns into one
+  token (Flux, SD3: p = 2), since the model predicts a token's latents jointly: masks take the patch's max
+  (a token touching a face is a face token), weights its mean.
 
 Shape:
     boxes: list of B float tensors (k, 4) x0, y0, x1, y1 in pixels of an R×R image.
@@ -19,7 +22,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["box_masks", "quality_to_latent", "patch_weights", "PATCH_FORMS"]
+__all__ = ["box_masks", "quality_to_latent", "patch_weights", "token_grid", "PATCH_FORMS"]
 
 #: The two PatchDPO forms: the released weighted denoising loss, and a patch-weighted Diffusion-DPO.
 PATCH_FORMS = ("weighted", "dpo")
@@ -107,3 +110,21 @@ def patch_weights(q_w: torch.Tensor, q_l: torch.Tensor, form: str) -> tuple[torc
         raise ValueError(f"patch_weights: q_w and q_l must have one shape, got {tuple(q_w.shape)} and {tuple(q_l.shape)}")
     d = q_w * (1.0 - q_l)
     return (d, q_l) if form == "weighted" else (d, d)
+
+
+def token_grid(weights: torch.Tensor, patch: int, how: str) -> torch.Tensor:
+    """(B, 1, h, w) → the same shape, constant on each ``patch``×``patch`` cell (``how``: "max" or "mean").
+
+    ``patch`` 1 (a UNet) returns ``weights`` itself. h and w must be multiples of ``patch``.
+
+    >>> m = torch.zeros(1, 1, 4, 4); m[0, 0, 1, 2] = 1
+    >>> token_grid(m, 2, "max")[0, 0].tolist()
+    [[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
+    """
+    if patch == 1:
+        return weights
+    if how not in ("max", "mean") or weights.shape[-1] % patch or weights.shape[-2] % patch:
+        raise ValueError(f"token_grid: how must be 'max' or 'mean' and the map's sides multiples of {patch}, got "
+                         f"{how!r} and {tuple(weights.shape)}")
+    pool = F.max_pool2d if how == "max" else F.avg_pool2d
+    return pool(weights, patch).repeat_interleave(patch, dim=-2).repeat_interleave(patch, dim=-1)

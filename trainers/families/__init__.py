@@ -1,7 +1,7 @@
-"""Model families the trainer loads and trains (``base.Family``): today the SD UNets; the seam for the rest.
+"""Model families the trainer loads and trains (``base.Family``): the SD UNets and Flux.1.
 
 >>> sorted(FAMILIES)
-['sd']
+['flux', 'sd']
 >>> family_of("sdxl").name
 'sd'
 """
@@ -11,12 +11,13 @@ from pathlib import Path
 
 from ...core.errors import ConfigError
 from .base import BaseModel, Family, ForwardProcess
+from .flux import Flux
 from .sd import StableDiffusion
 
 __all__ = ["FAMILIES", "BaseModel", "Family", "ForwardProcess", "family_of", "detect"]
 
-#: name → the family. Detection asks them in this order.
-FAMILIES: dict[str, Family] = {"sd": StableDiffusion()}
+#: name → the family. Detection asks them in this order (SD last: it explains any file nobody claims).
+FAMILIES: dict[str, Family] = {"flux": Flux(), "sd": StableDiffusion()}
 
 
 def family_of(kind: str) -> Family:

@@ -34,7 +34,10 @@ class ForwardProcess(Protocol):
     """How a family noises latents and reads its model's output; objectives use only this.
 
     Shapes: x0, noise, x_t, target, pred are (B, C, h, w); t is (B,) (int64 timesteps for DDPM families).
+    ``patch``: latent cells per model token side (1 for a UNet, 2 for Flux/SD3), for region masks.
     """
+
+    patch: int
 
     def sample_t(self, batch: int, generator: torch.Generator) -> torch.Tensor:
         """B training timesteps from the family's training distribution, on the generator's device."""
@@ -84,8 +87,12 @@ class Family(Protocol):
     def decode_latents(self, base: Any, latents: torch.Tensor) -> torch.Tensor:
         """Model-space latents → (B, 3, H, W) in about [-1, 1]."""
 
-    def process(self, scheduler: Any) -> ForwardProcess:
-        """The forward process of a base with this training ``scheduler``."""
+    def process(self, scheduler: Any, config: Any = None) -> ForwardProcess:
+        """The forward process of a base with this training ``scheduler`` (``BaseModel.scheduler``); ``config``,
+        the run's settings, may tune it (flow families: resolution, ``flow_shift``, guidance)."""
+
+    def pipelines(self, base: Any) -> tuple:
+        """(text-to-image, image-to-image) diffusers pipelines on the base's modules (HG-DPO's image pools)."""
 
     def save_lora(self, path: Path, model: torch.nn.Module, *, config: dict, step: int, kind: str) -> Path:
         """Write the LoRA of ``model`` (peft layers from ``add_lora``) in the key format ComfyUI loads for this

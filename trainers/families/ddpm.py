@@ -19,6 +19,9 @@ class DDPMProcess:
     """The forward process of a diffusers ``DDPMScheduler`` (``alphas_cumprod``, ``prediction_type`` "epsilon" or
     "v_prediction"); :class:`~.base.ForwardProcess` for the UNet families."""
 
+    #: latent cells per model token side: a UNet sees every cell (region masks are used as they are)
+    patch = 1
+
     def __init__(self, scheduler: Any):
         self.scheduler = scheduler
 

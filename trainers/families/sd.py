@@ -138,9 +138,23 @@ class StableDiffusion:
         """Images from UNet-space latents: ``(B, 4, h, w)`` → ``(B, 3, 8h, 8w)`` in about [-1, 1]."""
         return base.vae.decode(latents / base.vae_scale).sample
 
-    def process(self, scheduler: Any) -> DDPMProcess:
-        """The DDPM forward process of ``scheduler``."""
+    def process(self, scheduler: Any, config: Any = None) -> DDPMProcess:
+        """The DDPM forward process of ``scheduler`` (the run's ``config`` changes nothing here)."""
         return DDPMProcess(scheduler)
+
+    def pipelines(self, base: BaseModel) -> tuple:
+        """(text-to-image, image-to-image) diffusers pipelines on ``base``'s modules, DDIM sampling."""
+        from diffusers import (DDIMScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline,
+                               StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline)
+
+        scheduler = DDIMScheduler.from_config(base.scheduler.config)
+        if base.kind == "sdxl":
+            parts = dict(vae=base.vae, text_encoder=base.text_encoders[0], text_encoder_2=base.text_encoders[1],
+                         tokenizer=base.tokenizers[0], tokenizer_2=base.tokenizers[1], unet=base.unet, scheduler=scheduler)
+            return StableDiffusionXLPipeline(**parts), StableDiffusionXLImg2ImgPipeline(**parts)
+        parts = dict(vae=base.vae, text_encoder=base.text_encoders[0], tokenizer=base.tokenizers[0], unet=base.unet,
+                     scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        return StableDiffusionPipeline(**parts), StableDiffusionImg2ImgPipeline(**parts)
 
     def save_lora(self, path: Path, model: torch.nn.Module, *, config: dict, step: int, kind: str) -> Path:
         """Kohya keys (``lora_unet_…`` + ``.alpha``), which ComfyUI's ``LoraLoader`` maps for SD1.5 and SDXL."""

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ...core.objectives.losses import NORMS, denoise_error
-from ...core.objectives.masks import box_masks
+from ...core.objectives.masks import box_masks, token_grid
 from ..config_values import setting
 from .base import ObjectiveContext, ObjectiveOutput
 from .noising import drop_prompts, repeat_cond, sample_noise
@@ -97,7 +97,7 @@ class FaceGuidance:
         pred = ctx.process.predict(ctx.unet, x_t, t.repeat(2), repeat_cond(cond, 2))  # one call on [bad; good]
         pred_b, pred_g = pred[:B], pred[B:]
         star = ctx.process.target_towards(x_t[:B], x0_g, t)  # ε* (or v*): denoises the bad latent to the good image
-        mask = self.face_mask(batch, (h, w)) if self.masked else None
+        mask = token_grid(self.face_mask(batch, (h, w)), getattr(ctx.process, "patch", 1), "max") if self.masked else None
         guide = denoise_error(pred_b, star, mask, self.norm)  # (B,)
         plain = denoise_error(pred_g, target[B:])
         per = guide + self.lam * plain

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from ...core.objectives.losses import NORMS, denoise_error
-from ...core.objectives.masks import box_masks
+from ...core.objectives.masks import box_masks, token_grid
 from ...core.objectives.mpd import fair_weights, gram
 from ..config_values import setting
 from .base import ObjectiveContext, ObjectiveOutput
@@ -150,6 +150,7 @@ class MPD:
         for kind in ("face", "hand"):
             m = region_masks(batch, kind, size, (h, w), dilate=self.dilate, device=x0.device)
             if m is not None:
+                m = token_grid(m, getattr(ctx.process, "patch", 1), "max")
                 per[kind] = denoise_error(pred, target, m * self.mask_scale**2, norm=self.norm)
         tasks = {k: v.mean() for k, v in per.items()}
         loss = sum(tasks.values())

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from ...core.objectives.losses import CONVENTIONS, NORMS, denoise_error, dpo_loss
-from ...core.objectives.masks import PATCH_FORMS, box_masks, patch_weights, quality_to_latent
+from ...core.objectives.masks import PATCH_FORMS, box_masks, patch_weights, quality_to_latent, token_grid
 from ..config_values import setting
 from .base import ObjectiveContext, ObjectiveOutput
 from .noising import drop_prompts, repeat_cond, sample_noise
@@ -176,6 +176,8 @@ class PatchDPO:
             raise ValueError(f"patch-dpo: batch latents must be (B, 2, C, h, w) pairs, got {tuple(latents.shape)}")
         B, _, _, h, w = latents.shape
         w_w, w_l = pair_quality_weights(batch, (h, w), self.form, self.batch_quality(batch, (h, w)))
+        patch = getattr(ctx.process, "patch", 1)
+        w_w, w_l = token_grid(w_w, patch, "mean"), token_grid(w_l, patch, "mean")
         weights = torch.cat([w_w, w_l])  # (2B, 1, h, w)
         x0 = torch.cat([latents[:, 0], latents[:, 1]])
         t = ctx.process.sample_t(B, ctx.generator).repeat(2)

@@ -43,21 +43,8 @@ def resolve_scorer(name: str) -> Scorer:
 
 
 def build_pipelines(base, *, device) -> tuple:
-    """(text-to-image, image-to-image) diffusers pipelines sharing ``base``'s modules; DDIM sampling."""
-    from diffusers import (DDIMScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline,
-                           StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline)
-
-    scheduler = DDIMScheduler.from_config(base.scheduler.config)
-    if base.kind == "sdxl":
-        parts = dict(vae=base.vae, text_encoder=base.text_encoders[0], text_encoder_2=base.text_encoders[1],
-                     tokenizer=base.tokenizers[0], tokenizer_2=base.tokenizers[1], unet=base.unet, scheduler=scheduler)
-        t2i = StableDiffusionXLPipeline(**parts)
-        i2i = StableDiffusionXLImg2ImgPipeline(**parts)
-    else:
-        parts = dict(vae=base.vae, text_encoder=base.text_encoders[0], tokenizer=base.tokenizers[0], unet=base.unet,
-                     scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-        t2i = StableDiffusionPipeline(**parts)
-        i2i = StableDiffusionImg2ImgPipeline(**parts)
+    """(text-to-image, image-to-image) diffusers pipelines sharing ``base``'s modules (the family's samplers)."""
+    t2i, i2i = base.family.pipelines(base)
     for p in (t2i, i2i):
         p.to(device)
         p.set_progress_bar_config(disable=True)

@@ -68,7 +68,8 @@ def build_stage_pairs(config, stage: str, folder: Path, prior_loras: Sequence[st
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.float16 if config.mixed_precision == "fp16" and device == "cuda" else (
         torch.bfloat16 if config.mixed_precision == "bf16" and device == "cuda" else torch.float32)
-    base = load_base(config.base, tokenizer=config.tokenizer, device=device, dtype=dtype)
+    base = load_base(config.base, tokenizer=config.tokenizer, device=device, dtype=dtype,
+                     text_encoders=config.text_encoders, vae=config.vae)
     if dtype == torch.float16:
         base.vae.to(torch.float32)
     merge_lora_files(base.unet, prior_loras)
