@@ -24,7 +24,8 @@ from ...core.errors import ConfigError
 from ...core.lora_io import save_lora
 from .base import BaseModel
 from .flow import FlowMatchProcess, flux_shift
-from .flux_files import FLUX_VAE, flux_kind, load_folder, load_text_encoders, load_transformer, load_vae
+from .component_files import load_text_encoders, load_vae
+from .flux_files import FLUX_VAE, flux_kind, load_folder, load_transformer
 
 __all__ = ["Flux", "pack", "unpack", "image_ids"]
 

@@ -1,0 +1,147 @@
+"""Component files as ComfyUI users keep them, for the transformer families: text encoders and VAEs.
+
+- ``models/text_encoders/``: ``clip_l.safetensors`` (transformers ``CLIPTextModel`` names, ``text_model.…``) and
+  ``t5xxl_fp16.safetensors`` / ``t5xxl_fp8_e4m3fn.safetensors`` (``T5EncoderModel`` names: ``shared``,
+  ``encoder.block.N…``), told apart by their keys, in any order (``load_text_encoders``);
+- ``models/vae/``: an LDM-layout autoencoder (``ae.safetensors``) → ``AutoencoderKL`` with the family's latent
+  scaling and shift, which are not in the file (``load_vae``).
+
+Sizes come from the tensors' shapes, nothing from a hub. Head counts that shapes cannot tell: CLIP uses 64-wide
+heads (one head below 64, for test models); T5 reads them from its relative-attention table. fp8-stored files
+are up-cast to the run's dtype (fp8 is a storage format here).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from ...core.errors import ConfigError, ModelNotFoundError
+from ...core.ldm_unet import count_indices
+from ..model_detect import VAE_PREFIX, infer_clip_config, infer_vae_config, read_shapes
+
+__all__ = ["WHERE", "read_tensors", "cast", "load_strict", "text_encoder_kind", "load_text_encoders", "load_vae"]
+
+_CONFIGS = Path(__file__).resolve().parent.parent / "model_configs"
+#: where ComfyUI keeps each component, for error messages
+WHERE = {"clip_l": "models/text_encoders/ (clip_l.safetensors)", "t5": "models/text_encoders/ (t5xxl_fp16.safetensors)",
+         "vae": "models/vae/ (ae.safetensors)"}
+
+
+def read_tensors(path: Path, keep=lambda k: True) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys() if keep(k)}
+
+
+def cast(state: Mapping[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Floating tensors in ``dtype`` (fp8-stored files are up-cast: fp8 is a storage format here)."""
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+
+
+def load_strict(model: torch.nn.Module, state: dict, what: str, source: Path, optional: tuple[str, ...] = ()) -> None:
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    missing = [k for k in missing if not k.endswith(("position_ids", *optional))]
+    if missing or unexpected:
+        raise ConfigError(f"load_base: the {what} in {str(source)!r} must match the config its shapes give, got "
+                          f"{len(missing)} missing (e.g. {missing[:3]}) and {len(unexpected)} unexpected tensors "
+                          f"(e.g. {unexpected[:3]})")
+
+
+def text_encoder_kind(shapes: Mapping[str, tuple]) -> str | None:
+    """"clip_l" (a CLIP text model: ComfyUI's clip_l), "t5" (a T5 encoder: t5xxl) or None."""
+    if "text_model.embeddings.token_embedding.weight" in shapes:
+        return "clip_l"
+    if "encoder.block.0.layer.0.SelfAttention.q.weight" in shapes and "shared.weight" in shapes:
+        return "t5"
+    return None
+
+
+def _clip(path: Path, shapes: Mapping[str, tuple], dtype: torch.dtype):
+    from accelerate import init_empty_weights
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    base = json.loads((_CONFIGS / "sd15" / "text_encoder" / "config.json").read_text("utf-8"))
+    cfg = infer_clip_config(shapes, base, "text_model.", "hf")
+    config = CLIPTextConfig(**{k: v for k, v in cfg.items() if not k.startswith("_")})
+    with init_empty_weights():
+        model = CLIPTextModel(config)
+    state = cast(read_tensors(path, lambda k: k.startswith("text_model.")), dtype)
+    if not any(k.startswith("text_model.") for k in model.state_dict()):  # transformers >= 5.6 flattened it
+        state = {k.removeprefix("text_model."): v for k, v in state.items()}
+    load_strict(model, {k: v for k, v in state.items() if not k.endswith("position_ids")}, "CLIP-L text encoder", path)
+    return model
+
+
+def _t5(path: Path, shapes: Mapping[str, tuple], dtype: torch.dtype):
+    from accelerate import init_empty_weights
+    from transformers import T5Config, T5EncoderModel
+
+    vocab, d_model = shapes["shared.weight"]
+    buckets, heads = shapes["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"]
+    gated = "encoder.block.0.layer.1.DenseReluDense.wi_0.weight" in shapes
+    d_ff = shapes["encoder.block.0.layer.1.DenseReluDense." + ("wi_0" if gated else "wi") + ".weight"][0]
+    config = T5Config(vocab_size=vocab, d_model=d_model, d_kv=shapes["encoder.block.0.layer.0.SelfAttention.q.weight"][0] // heads,
+                      d_ff=d_ff, num_layers=count_indices(shapes, r"encoder\.block\.(\d+)\."), num_heads=heads,
+                      relative_attention_num_buckets=buckets, feed_forward_proj="gated-gelu" if gated else "relu",
+                      is_encoder_decoder=False, use_cache=False)
+    with init_empty_weights():
+        model = T5EncoderModel(config)
+    state = cast(read_tensors(path), dtype)
+    state.setdefault("encoder.embed_tokens.weight", state["shared.weight"])  # tied; some files store one copy
+    load_strict(model, state, "T5 text encoder", path)
+    model.tie_weights()
+    return model
+
+
+def load_text_encoders(files: Sequence[str], dtype: torch.dtype, *, need: tuple[str, ...] = ("clip_l", "t5")) -> dict:
+    """``{"clip_l": CLIPTextModel, "t5": T5EncoderModel}`` from the files, in any order; ConfigError naming the
+    missing, doubled or unrecognised file and where ComfyUI keeps the right one."""
+    found: dict[str, tuple] = {}
+    for name in map(str, files):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise ModelNotFoundError(f"load_base: text encoder file {name!r}", [str(path.parent)])
+        shapes = read_shapes(path)
+        kind = text_encoder_kind(shapes)
+        if kind is None or kind not in need:
+            raise ConfigError(f"load_base: text_encoders must be {' and '.join(need)} files (ComfyUI keeps them in "
+                              f"models/text_encoders/), got {name!r} with keys like {sorted(shapes)[:3]}")
+        if kind in found:
+            raise ConfigError(f"load_base: text_encoders must hold one {kind} file, got {found[kind][0]!r} and {name!r}")
+        found[kind] = (name, path, shapes)
+    missing = [k for k in need if k not in found]
+    if missing:
+        raise ConfigError(f"load_base: this base needs text_encoders={','.join(need)} files, got no "
+                          f"{' or '.join(missing)} in {list(files)}; ComfyUI keeps them in "
+                          + "; ".join(WHERE[k] for k in missing))
+    loaders = {"clip_l": _clip, "t5": _t5}
+    return {kind: loaders[kind](path, shapes, dtype) for kind, (_, path, shapes) in found.items()}
+
+
+def load_vae(name: str, dtype: torch.dtype, *, factors: Mapping[str, float]):
+    """``AutoencoderKL`` from an LDM-layout VAE file (``ae.safetensors``) with the family's latent ``factors``."""
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    name = str(name)
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise ModelNotFoundError(f"load_base: vae file {name!r} ({WHERE['vae']})", [str(path.parent)])
+    shapes = read_shapes(path)
+    if "encoder.conv_in.weight" not in shapes or "decoder.conv_out.weight" not in shapes:
+        raise ConfigError(f"load_base: vae must be an autoencoder file in the LDM layout (ComfyUI's "
+                          f"{WHERE['vae']}), got {name!r} with keys like {sorted(shapes)[:3]}")
+    base = json.loads((_CONFIGS / "sd15" / "vae" / "config.json").read_text("utf-8"))
+    cfg = infer_vae_config({VAE_PREFIX + k: s for k, s in shapes.items()}, base)
+    cfg.update(factors, use_quant_conv="quant_conv.weight" in shapes, use_post_quant_conv="post_quant_conv.weight" in shapes,
+               norm_num_groups=min(32, *cfg["block_out_channels"]))
+    with init_empty_weights():
+        vae = AutoencoderKL(**{k: v for k, v in cfg.items() if not k.startswith("_")})
+    state = convert_ldm_vae_checkpoint(cast(read_tensors(path), dtype), vae.config)
+    load_strict(vae, state, "VAE", path)
+    return vae
