@@ -59,6 +59,9 @@ def module_fingerprint(*modules: torch.nn.Module, samples: int = 256) -> str:
         config = getattr(m, "config", None)
         if config is not None:
             as_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+            # without the private keys: diffusers' "_use_default_values" lists a set (its order changes with
+            # PYTHONHASHSEED, so two processes of one run disagreed), "_name_or_path" the folder it came from
+            as_dict = {k: v for k, v in as_dict.items() if not str(k).startswith("_")}
             h.update(json.dumps(as_dict, sort_keys=True, default=str).encode())
         for name, t in m.state_dict().items():
             flat = t.detach().reshape(-1)

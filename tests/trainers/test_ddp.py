@@ -77,3 +77,22 @@ def test_two_processes_mpd(tmp_path):
     assert [r["step"] for r in records] == [1, 2, 3]
     weights = [{k: r["metrics"][k] for k in ("w_global", "w_face", "w_hand")} for r in records]
     assert all(w["w_global"] > 0 and w["w_face"] > 0 for w in weights), weights
+
+
+@pytest.mark.slow
+def test_two_processes_flux(tmp_path):
+    """A flow-matching family under DDP: Flux.1 from its ComfyUI files, dpo over gloo, one synchronised LoRA in
+    the diffusers key style."""
+    from vitruvian.trainers.models import load_lora_state
+
+    from .test_flux_train import flux_config
+
+    cfg = flux_config(tmp_path, "dpo", steps=2, batch_size=1, checkpoint_every=1)
+    launch(tmp_path, cfg)
+    out = tmp_path / "out"
+    ranks = [json.loads((out / f"keys-rank{r}.json").read_text()) for r in (0, 1)]
+    keys = [set(k for step in r["keys"].values() for k in step) for r in ranks]
+    assert keys[0] and keys[1] and not keys[0] & keys[1]
+    assert ranks[0]["lora"] == ranks[1]["lora"]
+    state = load_lora_state(out / "vitruvian.safetensors")
+    assert state.step == 2 and state.metadata["vitruvian_lora_keys"] == "diffusers"

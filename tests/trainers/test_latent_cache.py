@@ -1,6 +1,8 @@
 """trainers.latent_cache: memory/disk cache, keys by content + augmentation + model, the batch encoder."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -122,3 +124,19 @@ def test_sdxl_time_ids_follow_each_items_crop(tmp_path):
     out = BatchEncoder(base, device="cpu", cache=LatentCache(None))(collate(items))
     assert out["cond"]["added_cond_kwargs"]["time_ids"].tolist() == [[64, 64, 0, 0, 64, 64], [64, 64, 4, 8, 64, 64]]
     assert out["cond"]["encoder_hidden_states"].shape == (2, 77, 64)
+
+
+def test_fingerprint_is_the_same_in_every_process(tmp_path):
+    """Processes of one run (and runs resuming a disk cache) must agree: a diffusers config built in code lists
+    ``_use_default_values`` from a set, whose order follows PYTHONHASHSEED (DDP ranks then missed each other's
+    cached latents)."""
+    import subprocess
+    import sys
+
+    code = ("from diffusers import AutoencoderKL\n"
+            "from vitruvian.trainers.latent_cache import module_fingerprint\n"
+            "import torch; torch.manual_seed(0)\n"
+            "print(module_fingerprint(AutoencoderKL(block_out_channels=(32,), norm_num_groups=8, latent_channels=4)))\n")
+    prints = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True,
+                             text=True, check=True).stdout.strip() for seed in ("1", "2", "3")}
+    assert len(prints) == 1 and len(next(iter(prints))) == 16
