@@ -47,6 +47,7 @@ from .objectives.train_scorer import TrainScorerOptions
 __all__ = ["TrainConfig", "RunSettings", "load_config", "config_keys", "GROUPS"]
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
+BASE_STORAGE = ("auto", "fp8")
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 
 
@@ -93,6 +94,12 @@ class RunSettings:
                                    group="model", choices=MIXED_PRECISION)
     gradient_checkpointing: bool = setting(False, "Recompute UNet activations in the backward pass "
                                            "(less memory, ~30% slower).", group="model")
+    base_storage: str = setting("auto", "How the frozen base model's weights are stored: auto = the mixed_precision dtype; "
+                                "fp8 = float8 (e4m3), up-cast layer by layer for compute (about half of bf16's "
+                                "memory; the LoRA and the loss stay fp32).", group="model", choices=BASE_STORAGE)
+    low_memory: bool = setting(False, "Everything that saves memory: gradient checkpointing, base_storage=fp8, and "
+                               "8-bit AdamW when bitsandbytes imports on a CUDA machine (text encoders and VAE "
+                               "already leave the GPU once the latent cache is filled).", group="model")
     train_text_encoder: bool = setting(False, "Also put LoRA adapters on the text encoder(s).", group="model")
 
     # LoRA

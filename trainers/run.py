@@ -154,7 +154,7 @@ def open_run(config, objective) -> Run:
     lora_params = []
     if base is not None:
         unet, lora_params = _with_lora(base.unet, config) if use_lora else (base.unet, [])
-        if config.gradient_checkpointing:
+        if config.gradient_checkpointing or config.low_memory:
             unet.enable_gradient_checkpointing()
     params = lora_params + own_params
     optimizer = _make_optimizer(params, config, accelerator)
@@ -232,6 +232,10 @@ def _load_frozen_base(config, objective, accelerator, mixed: str):
                      text_encoders=config.text_encoders, vae=config.vae)
     if weight_dtype == torch.float16:
         base.vae.to(torch.float32)  # SD/SDXL VAEs overflow in fp16
+    if config.base_storage == "fp8" or config.low_memory:
+        # before the LoRA layers exist, so only base weights are stored in fp8 (diffusers keeps norms and
+        # embeddings in the compute dtype); each layer is up-cast when it runs
+        base.unet.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=weight_dtype)
     for m in (base.unet, base.vae, *base.text_encoders):
         m.requires_grad_(False)
         m.eval()
@@ -254,14 +258,14 @@ def _with_lora(unet: torch.nn.Module, config) -> tuple[torch.nn.Module, list[tor
 
 
 def _make_optimizer(params: list[torch.nn.Parameter], config, accelerator) -> torch.optim.Optimizer:
-    if config.use_8bit_adam:
+    if config.use_8bit_adam or (config.low_memory and torch.cuda.is_available()):
         try:
             import bitsandbytes as bnb
 
             return bnb.optim.AdamW8bit(params, lr=config.learning_rate)
         except ImportError:
             if accelerator.is_main_process:
-                print("train: use_8bit_adam=true but bitsandbytes does not import; using torch AdamW "
+                print("train: 8-bit AdamW (use_8bit_adam or low_memory) needs bitsandbytes, which does not import; using torch AdamW "
                       "(pip install bitsandbytes on a CUDA machine)", flush=True)
     # foreach: one fused kernel per step over all LoRA tensors; torch picks it only for CUDA by default, and on the
     # CPU the per-tensor loop costs ≈ 2 ms per step over 64 small tensors (the same arithmetic: pinned losses agree)

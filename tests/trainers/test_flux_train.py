@@ -135,3 +135,24 @@ def test_missing_or_wrong_companions_are_named(tmp_path):
                      vae=files["vae"])  # any order
     assert base.kind == "flux-dev" and base.family.name == "flux"
     assert not any(p.requires_grad for p in base.unet.parameters())
+
+
+@pytest.mark.slow
+def test_low_memory_stores_the_base_in_fp8(tmp_path):
+    """low_memory: base weights float8 (up-cast per layer), gradient checkpointing on, LoRA fp32; it trains."""
+    from vitruvian.trainers.loop import _step
+    from vitruvian.trainers.objectives import get_objective
+    from vitruvian.trainers.run import open_run
+
+    cfg = flux_config(tmp_path, "dpo", low_memory=True)
+    run = open_run(cfg, get_objective(cfg.objective, cfg))
+    params = dict(run.raw_unet.named_parameters())
+    frozen = {p.dtype for p in params.values() if not p.requires_grad}
+    assert torch.float8_e4m3fn in frozen and {p.dtype for p in params.values() if p.requires_grad} == {torch.float32}
+    big = [n for n, p in params.items() if not p.requires_grad and p.ndim == 2 and p.dtype == torch.float8_e4m3fn]
+    assert any("to_q" in n for n in big) and run.raw_unet.is_gradient_checkpointing
+    losses = []
+    while run.step < 2:
+        _step(run)
+        losses.append(run.loss)
+    assert losses[0] == pytest.approx(math.log(2), abs=1e-6) and all(math.isfinite(x) for x in losses)
