@@ -88,6 +88,9 @@ class RunSettings:
                                      group="model")
     flow_logit_std: float = setting(1.0, "Flow-matching families: spread of the logit-normal sigma draw.",
                                     group="model", gt=0)
+    text_tokens: int = setting(0, "Transformer families: the T5 sequence length prompts are padded or cut to (0 = the "
+                               "model's own: Flux.1-dev and Chroma 512, schnell 256, SD3.5 256); shorter is faster.",
+                               group="model", ge=0)
     flux_guidance: float = setting(1.0, "Flux.1-dev: the distilled guidance input while training (1.0, as Flux-dev "
                                    "LoRA trainers use).", group="model", ge=0)
     mixed_precision: str = setting("no", "Autocast precision: no, fp16 or bf16 (the LoRA weights stay fp32).",

@@ -232,6 +232,8 @@ def _load_frozen_base(config, objective, accelerator, mixed: str):
                      text_encoders=config.text_encoders, vae=config.vae)
     if weight_dtype == torch.float16:
         base.vae.to(torch.float32)  # SD/SDXL VAEs overflow in fp16
+    if config.text_tokens and "t5_tokens" in base.configs:
+        base.configs["t5_tokens"] = config.text_tokens
     if config.base_storage == "fp8" or config.low_memory:
         # before the LoRA layers exist, so only base weights are stored in fp8 (diffusers keeps norms and
         # embeddings in the compute dtype); each layer is up-cast when it runs

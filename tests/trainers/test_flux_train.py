@@ -65,6 +65,10 @@ def test_hg_dpo_curriculum_samples_flux_pools(tmp_path):
 
     res = train(flux_config(tmp_path, "hg-dpo", hg_pool_size=2, hg_sample_steps=2))
     assert res.steps == 9 and math.isfinite(res.final_loss) and res.lora_path.is_file()
+    from PIL import Image
+
+    made = sorted((tmp_path / "out").rglob("pool/*/*.png"))  # generated, reconstructed (FluxImg2ImgPipeline)
+    assert any(p.name == "recon.png" for p in made) and {Image.open(p).size for p in made} == {(64, 64)}
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -75,6 +76,8 @@ def build_stage_pairs(config, stage: str, folder: Path, prior_loras: Sequence[st
     merge_lora_files(base.unet, prior_loras)
     t2i, i2i = build_pipelines(base, device=device)
     R = config.resolution
+    # the transformer families' image-to-image pipelines default to 1024² whatever the input; SD's take the input's
+    size = {"height": R, "width": R} if "height" in inspect.signature(i2i.__call__).parameters else {}
     lines = []
     for i, rec in enumerate(records):
         item_dir = folder / "pool" / f"{i:05d}"
@@ -104,7 +107,7 @@ def build_stage_pairs(config, stage: str, folder: Path, prior_loras: Sequence[st
                 g = torch.Generator(device).manual_seed(_seed(config.seed, stage, i, "recon"))
                 out = i2i(prompt=rec.prompt, image=load_square(rec.images[0], R), strength=config.hg_strength,
                           generator=g, num_inference_steps=config.hg_sample_steps,
-                          guidance_scale=config.hg_guidance).images[0]
+                          guidance_scale=config.hg_guidance, **size).images[0]
                 save_png(out, recon)
             chosen, source = f"pool/{i:05d}/recon.png", "reconstructed"
         else:  # hard
