@@ -60,6 +60,47 @@ def _checkpoints() -> list[str]:
     return folder_paths.get_filename_list("checkpoints")
 
 
+def _files(folder: str) -> list[str]:
+    """"none" and the files ComfyUI lists in ``folder`` (diffusion_models, vae)."""
+    import folder_paths
+
+    return ["none", *folder_paths.get_filename_list(folder)]
+
+
+def _component_paths(where: str, diffusion_model: str, text_encoders: str, vae_name: str) -> dict:
+    """The trainer's base / text_encoders / vae for a diffusion-model base (Flux.1, Chroma, SD3.5), each resolved
+    inside ComfyUI's own model folders; {} when ``diffusion_model`` is "none" (the checkpoint is the base)."""
+    import folder_paths
+
+    if diffusion_model in ("none", "", None):
+        if (text_encoders or "").strip() or vae_name not in ("none", "", None):
+            raise NodeInputError(where, "diffusion_model", "a diffusion model is expected when text_encoders or "
+                                 f"vae_name are set (they complete it), got 'none' with text_encoders="
+                                 f"{text_encoders!r} and vae_name={vae_name!r}; pick the diffusion model or clear them")
+        return {}
+    base = folder_paths.get_full_path("diffusion_models", diffusion_model)
+    if base is None:
+        raise NodeInputError(where, "diffusion_model", f"a file listed in models/diffusion_models is expected, got "
+                             f"{diffusion_model!r}; refresh the node or put the file there")
+    names = [n.strip() for n in str(text_encoders or "").split(",") if n.strip()]
+    encoders = []
+    for name in names:
+        path = folder_paths.get_full_path("text_encoders", name)
+        if path is None:
+            raise NodeInputError(where, "text_encoders", f"comma-separated file names listed in models/text_encoders "
+                                 f"are expected (e.g. clip_l.safetensors,t5xxl_fp16.safetensors), got {name!r}, "
+                                 "which is not there")
+        encoders.append(path)
+    if not encoders:
+        raise NodeInputError(where, "text_encoders", "the diffusion model's text-encoder files are expected (Flux.1: "
+                             "clip_l.safetensors,t5xxl_fp16.safetensors; Chroma: t5xxl_fp16.safetensors), got none")
+    vae = folder_paths.get_full_path("vae", vae_name) if vae_name not in ("none", "", None) else None
+    if vae is None:
+        raise NodeInputError(where, "vae_name", f"the diffusion model's VAE, a file listed in models/vae, is expected "
+                             f"(Flux.1, Chroma: ae.safetensors), got {vae_name!r}")
+    return {"base": base, "text_encoders": encoders, "vae": vae}
+
+
 def _parse_extra(extra: str, where: str) -> dict:
     if not isinstance(extra, str):
         raise ValueError(f"{where}: extra must be text with one key=value per line, got {type(extra).__name__}")
@@ -136,6 +177,14 @@ class VitruvianTrain(VitruvianNode):
                                 tooltip="More trainer settings, one key=value per line (see vitruvian-train --help)."),
                 io.String.Input("resume", default="", tooltip="A job id to continue from its last checkpoint "
                                 "(steps may be raised); the other inputs are then ignored."),
+                io.Combo.Input("diffusion_model", options=_files("diffusion_models"), default="none", optional=True,
+                               tooltip="Train a Flux.1 / Chroma / SD3.5 diffusion model from models/diffusion_models "
+                               "instead of ckpt_name (then set text_encoders and vae_name)."),
+                io.String.Input("text_encoders", default="", optional=True,
+                                tooltip="For a diffusion model: its text-encoder files in models/text_encoders, comma-"
+                                "separated (Flux.1: clip_l.safetensors,t5xxl_fp16.safetensors)."),
+                io.Combo.Input("vae_name", options=_files("vae"), default="none", optional=True,
+                               tooltip="For a diffusion model: its VAE in models/vae (Flux.1, Chroma: ae.safetensors)."),
             ],
             outputs=[io.String.Output(display_name="job_id"), io.String.Output(display_name="lora_name"),
                      io.String.Output(display_name="status")],
@@ -153,7 +202,8 @@ class VitruvianTrain(VitruvianNode):
 
     @classmethod
     def execute(cls, data, ckpt_name, objective, steps, resolution, batch_size, learning_rate, rank, alpha, beta,
-                checkpoint_every, seed, name, wait, extra, resume) -> io.NodeOutput:
+                checkpoint_every, seed, name, wait, extra, resume, diffusion_model="none", text_encoders="",
+                vae_name="none") -> io.NodeOutput:
         where = "VitruvianTrain"
         store = host.store()
         if not isinstance(resume, str):
@@ -169,9 +219,10 @@ class VitruvianTrain(VitruvianNode):
             host.free_models()
             store.resume(job_id, steps=steps, env=host.job_env())
         else:
+            components = _component_paths(where, diffusion_model, text_encoders, vae_name)
             job_id = cls._start(where, data, ckpt_name, objective, dict(
                 steps=steps, resolution=resolution, batch_size=batch_size, learning_rate=learning_rate, rank=rank,
-                alpha=alpha, beta=beta, checkpoint_every=checkpoint_every, seed=seed, name=name), extra)
+                alpha=alpha, beta=beta, checkpoint_every=checkpoint_every, seed=seed, name=name), extra, components)
         host.watch(job_id)
         status = store.status(job_id)
         if wait:
@@ -191,7 +242,7 @@ class VitruvianTrain(VitruvianNode):
         return io.NodeOutput(job_id, lora_name, report, ui=ui.PreviewText(report))
 
     @classmethod
-    def _start(cls, where, data, base, objective, values, extra) -> str:
+    def _start(cls, where, data, base, objective, values, extra, components=None) -> str:
         import folder_paths
 
         from ..trainers.config import load_config
@@ -207,10 +258,13 @@ class VitruvianTrain(VitruvianNode):
         names = _objectives()
         if objective not in names:
             raise ValueError(f"{where}: objective must be one of {', '.join(names)}, got {objective!r}")
-        path = folder_paths.get_full_path("checkpoints", base) if isinstance(base, str) and base else None
-        if path is None:
-            raise ValueError(f"{where}: ckpt_name must be a checkpoint file listed in models/checkpoints, got {base!r}")
-        settings = {"base": path, "data": str(folder), **values}
+        if components:
+            settings = {"data": str(folder), **components, **values}
+        else:
+            path = folder_paths.get_full_path("checkpoints", base) if isinstance(base, str) and base else None
+            if path is None:
+                raise ValueError(f"{where}: ckpt_name must be a checkpoint file listed in models/checkpoints, got {base!r}")
+            settings = {"base": path, "data": str(folder), **values}
         settings.update(_parse_extra(extra, where))
         for key in ("out", "resume"):
             if key in settings:

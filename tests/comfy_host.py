@@ -174,6 +174,8 @@ class ComfyHost:
             name: self.workdir / sub
             for name, sub in {
                 "custom_nodes": "custom", "checkpoints": "models/checkpoints", "loras": "models/loras",
+                "diffusion_models": "models/diffusion_models", "text_encoders": "models/text_encoders",
+                "vae": "models/vae",
                 "input": "input", "output": "output", "temp": "temp", "user": "user",
                 # the pack's own model folders, so shipped workflows can name files placed there
                 "vitruvian_pose_adapters": "models/vitruvian/pose_adapters",
@@ -216,6 +218,7 @@ class ComfyHost:
             "custom_nodes": str(self.folders["custom_nodes"]),
             "checkpoints": str(self.folders["checkpoints"]),
             "loras": str(self.folders["loras"]),
+            **{name: str(self.folders[name]) for name in ("diffusion_models", "text_encoders", "vae")},
             **{name: str(self.folders[name]) for name in self.folders if name.startswith("vitruvian_")},
         }}
         (self.workdir / "extra_model_paths.yaml").write_text(json.dumps(config, indent=2), encoding="utf-8")

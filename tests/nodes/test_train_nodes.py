@@ -524,3 +524,32 @@ def _check_published_scorer(comfy_host, tiny_checkpoint, published: Path, name: 
             "model": ["2", 0], "job": job_id, "step": "newest", "strength_model": 1.0, "strength_clip": 1.0}},
             "2": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": tiny_checkpoint.name}},
             "3": {"class_type": "PreviewAny", "inputs": {"source": ["1", 2]}}})
+
+
+def test_train_node_trains_flux_from_comfyui_model_folders(comfy_host, tiny_checkpoint, tmp_path):
+    """A Flux.1 diffusion model from models/diffusion_models with its text encoders and ae from their folders:
+    the job trains dpo and publishes a LoRA in diffusers' transformer.* keys; a missing VAE is a node error."""
+    from safetensors import safe_open
+
+    from ..tiny import tiny_tokenizer
+    from ..tiny_flux import tiny_flux_files
+
+    files = tiny_flux_files()
+    model = comfy_host.place(files["diffusion_model"], "diffusion_models")
+    clip = comfy_host.place(files["clip_l"], "text_encoders")
+    t5 = comfy_host.place(files["t5xxl"], "text_encoders")
+    vae = comfy_host.place(files["vae"], "vae")
+    tok = Path(tiny_tokenizer(tmp_path / "tok").name_or_path)  # the tiny CLIP's vocabulary
+    data = _pairs_dataset(comfy_host)
+    flux = dict(diffusion_model=model, text_encoders=f"{clip},{t5}", extra=f"tokenizer={tok}\ntext_tokens=16")
+    with pytest.raises(WorkflowError) as caught:
+        comfy_host.run_workflow({"1": _train(data, tiny_checkpoint.name, **flux)})
+    assert "vae_name" in caught.value.message and "ae.safetensors" in caught.value.message
+    outputs = comfy_host.run_workflow({"1": _train(data, tiny_checkpoint.name, vae_name=vae, wait=True, **flux)},
+                                      timeout=900)
+    job = _job(comfy_host, _job_id(outputs, "1"))
+    assert job["state"] == "finished" and job["step"] == 3, job
+    published = Path(job["published"])
+    assert published.is_file(), job
+    with safe_open(str(published), framework="pt") as f:
+        assert f.metadata()["vitruvian_lora_keys"] == "diffusers" and all(k.startswith("transformer.") for k in f.keys())
