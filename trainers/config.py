@@ -59,8 +59,8 @@ class RunSettings:
     # run
     objective: str = setting("", "Training objective; set by the CLI subcommand (sft, dpo, ...).",
                              group="run", required=True)
-    base: str = setting("", "Base model: a diffusers folder, a single-file SD1.5/SDXL checkpoint, or a Flux.1 "
-                        "diffusion model (ComfyUI's models/diffusion_models/, with text_encoders and vae).",
+    base: str = setting("", "Base model: a diffusers folder, a single-file SD1.5/SDXL checkpoint, or a Flux.1 / Chroma / "
+                        "SD3.5 diffusion model (ComfyUI's models/diffusion_models/, with text_encoders and vae).",
                         group="run", required=True, path=True)
     data: str = setting("", "Dataset folder: metadata.jsonl + images, or Pick-a-Pic style *.parquet files.",
                         group="run", required=True, path=True)
@@ -76,13 +76,15 @@ class RunSettings:
     tokenizer: str = setting("", "Tokenizer folder for single-file checkpoints; '' finds it automatically.",
                              group="model", path=True)
     text_encoders: tuple[str, ...] = setting(
-        (), "Text-encoder files for a diffusion-model base (Flux.1: clip_l and t5xxl from ComfyUI's "
-        "models/text_encoders/, comma-separated, any order); unused for a folder or SD checkpoint.",
+        (), "Text-encoder files for a diffusion-model base, from ComfyUI's models/text_encoders/, comma-separated, any "
+        "order (Flux.1: clip_l, t5xxl; Chroma: t5xxl; SD3.5: clip_l, clip_g, t5xxl); unused for a folder or SD checkpoint.",
         group="model", path=True)
-    vae: str = setting("", "VAE file for a diffusion-model base (Flux.1: ae.safetensors from ComfyUI's models/vae/).",
+    vae: str = setting("", "VAE file for a diffusion-model base, from ComfyUI's models/vae/ (Flux.1, Chroma: "
+                       "ae.safetensors; SD3.5: its VAE).",
                        group="model", path=True)
     flow_shift: str = setting("auto", "Flow-matching families: the sigma shift s (sigma' = s*sigma/(1+(s-1)*sigma)); "
-                              "'auto' = the model's own (Flux.1-dev: by resolution, exp(mu); schnell: 1).",
+                              "'auto' = the model's own (Flux.1-dev, Chroma: by resolution, exp(mu); schnell: 1; "
+                              "SD3.5: 3).",
                               group="model")
     flow_logit_mean: float = setting(0.0, "Flow-matching families: mean of the logit-normal sigma draw.",
                                      group="model")

@@ -61,7 +61,7 @@ def load_base(
     device, dtype
         Where and in which dtype the frozen base weights live (LoRA layers added later stay fp32).
     text_encoders, vae : files, optional
-        The companions of a diffusion-model file (Flux.1: clip_l + t5xxl, ae); a folder or an SD checkpoint
+        The companions of a diffusion-model file (Flux.1: clip_l + t5xxl, ae; Chroma; SD3.5); a folder or an SD checkpoint
         holds its own.
 
     Returns
@@ -84,7 +84,7 @@ def load_base(
     family, kind, shapes = detect(src)
     companions = {"text_encoders": tuple(text_encoders), "vae": str(vae or "")} if text_encoders or vae else {}
     if companions and not hasattr(family, "vae_factors"):
-        raise ConfigError(f"load_base: text_encoders and vae are for a diffusion-model base (Flux.1), got them with "
+        raise ConfigError(f"load_base: text_encoders and vae are for a diffusion-model base (Flux.1, Chroma, SD3.5), got them with "
                           f"{str(path)!r}, a {kind} model that holds its own; fix: leave text_encoders and vae empty")
     base = family.load(src, kind, tokenizer=tokenizer, dtype=dtype, shapes=shapes, **companions)
     _freeze(base.unet, base.vae, *base.text_encoders)

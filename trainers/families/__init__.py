@@ -1,7 +1,7 @@
-"""Model families the trainer loads and trains (``base.Family``): the SD UNets and Flux.1.
+"""Model families the trainer loads and trains (``base.Family``): the SD UNets, Flux.1, Chroma and SD3.5.
 
 >>> sorted(FAMILIES)
-['flux', 'sd']
+['chroma', 'flux', 'sd', 'sd3']
 >>> family_of("sdxl").name
 'sd'
 """
@@ -11,13 +11,15 @@ from pathlib import Path
 
 from ...core.errors import ConfigError
 from .base import BaseModel, Family, ForwardProcess
+from .chroma import Chroma
 from .flux import Flux
 from .sd import StableDiffusion
+from .sd3 import SD3
 
 __all__ = ["FAMILIES", "BaseModel", "Family", "ForwardProcess", "family_of", "detect"]
 
 #: name → the family. Detection asks them in this order (SD last: it explains any file nobody claims).
-FAMILIES: dict[str, Family] = {"flux": Flux(), "sd": StableDiffusion()}
+FAMILIES: dict[str, Family] = {"flux": Flux(), "chroma": Chroma(), "sd3": SD3(), "sd": StableDiffusion()}
 
 
 def family_of(kind: str) -> Family:

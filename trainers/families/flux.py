@@ -24,7 +24,7 @@ from ...core.errors import ConfigError
 from ...core.lora_io import save_lora
 from .base import BaseModel
 from .flow import FlowMatchProcess, flux_shift
-from .component_files import load_text_encoders, load_vae
+from .component_files import load_text_encoders, load_vae, transformer_config
 from .flux_files import FLUX_VAE, flux_kind, load_folder, load_transformer
 
 __all__ = ["Flux", "pack", "unpack", "image_ids"]
@@ -84,11 +84,8 @@ class Flux:
 
     def folder_kind(self, folder: Path) -> str | None:
         """The kind of a diffusers ``FluxPipeline`` folder, else None."""
-        cfg = folder / "transformer" / "config.json"
-        if not cfg.is_file():
-            return None
-        config = json.loads(cfg.read_text("utf-8"))
-        if config.get("_class_name") != "FluxTransformer2DModel":
+        config = transformer_config(folder, "FluxTransformer2DModel")
+        if config is None:
             return None
         return "flux-dev" if config.get("guidance_embeds") else "flux-schnell"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .component_files import cast, load_strict, read_tensors
+from .component_files import build_strict, cast, read_tensors
 from .flux_keys import BFL_MARKER, bfl_to_diffusers, flux_config, strip_prefix
 
 __all__ = ["FLUX_VAE", "flux_kind", "load_transformer", "load_folder"]
@@ -34,15 +34,10 @@ def flux_kind(shapes: Mapping[str, tuple]) -> str | None:
 
 def load_transformer(path: Path, shapes: Mapping[str, tuple], dtype: torch.dtype):
     """``FluxTransformer2DModel`` from a BFL-layout file, strictly (every tensor used, every parameter set)."""
-    from accelerate import init_empty_weights
     from diffusers import FluxTransformer2DModel
 
-    config = flux_config(strip_prefix(shapes))
-    with init_empty_weights():
-        model = FluxTransformer2DModel(**config)
     state = bfl_to_diffusers(cast(strip_prefix(read_tensors(path)), dtype))
-    load_strict(model, state, "Flux.1 diffusion model", path)
-    return model
+    return build_strict(FluxTransformer2DModel, flux_config(strip_prefix(shapes)), state, "Flux.1 diffusion model", path)
 
 
 def load_folder(folder: Path, dtype: torch.dtype):
