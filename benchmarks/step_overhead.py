@@ -81,6 +81,9 @@ def measure(name: str, work: Path, *, steps: int, warmup: int, pairs: int, profi
 
     preset = MODELS[name]
     base = make_model_folder(preset, work / "models" / name)
+    # at most the pairs the run draws, so the up-front pass caches every latent the measured steps read (a run
+    # shorter than an epoch would encode lazily, and the steps would carry VAE work)
+    pairs = min(pairs, (warmup + steps + profile_steps) * preset.batch)
     data = make_pair_parquet(work / "data" / f"{name}-{pairs}", pairs, resolution=preset.resolution)
     cuda = torch.cuda.is_available()
     sync = torch.cuda.synchronize if cuda else (lambda: None)

@@ -66,6 +66,11 @@ class ModelPreset:
 MODELS = {
     "tiny": ModelPreset("tiny", 64, 2, None, {}, {}, (5, 105),
                         "`tests/tiny.py`: UNet (32, 64) ch, 1 layer/block; VAE 4 x 32 ch; CLIP 2 x 32; 64 px"),
+    "small": ModelPreset("small", 128, 2, {"block_out_channels": [64, 128, 256, 256], "layers_per_block": 1},
+                         {"block_out_channels": [32, 64, 128, 128], "layers_per_block": 1},
+                         {"num_hidden_layers": 1}, (3, 23),
+                         "SD1.5 UNet at a fifth of its width (64, 128, 256, 256), 1 layer/block; VAE (32, 64, 128, "
+                         "128) x 1; CLIP-L layer x 1; 128 px"),
     "mid": ModelPreset("mid", 128, 2, {"block_out_channels": [160, 320, 640, 640], "layers_per_block": 1},
                        {"block_out_channels": [64, 128, 256, 256], "layers_per_block": 1},
                        {"num_hidden_layers": 1}, (3, 13),
