@@ -72,3 +72,25 @@ def test_aggregate_and_docs_section(tmp_path):
     text = docs.read_text(encoding="utf-8")
     assert text == ("# Benchmarks\n\n## Benchmarks: import cost\n\nkeep me\n\n"
                     "## Trainer step time and memory\n\nsecond\n\n### mid\n\nrow\n")
+
+
+@pytest.mark.slow
+def test_smoke_flow_step():
+    """``benchmarks/flow_step.py`` on the tiny Flux.1 preset, one step each: (fp32, fp8 + low_memory) × (sft, dpo)
+    run in their own processes and give a time, a peak and a finite loss (the other families share the code path;
+    ``--family chroma,sd3`` runs them)."""
+    import json
+    import subprocess
+    import sys
+
+    from .comfy_host import REPO_ROOT
+
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.flow_step", "--device", "cpu", "--family", "flux",
+                           "--preset", "tiny", "--sizes", "64", "--steps", "1", "--warmup", "0"],
+                          capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(x) for x in proc.stderr.splitlines() if x.startswith("{")]
+    assert len(rows) == 4 and not [r for r in rows if "error" in r], rows
+    assert all(r["s_per_step"] > 0 and r["peak_gib"] > 0 and r["loss"] == r["loss"] for r in rows)
+    table = [line for line in proc.stdout.splitlines() if line.startswith(("| flux", "| chroma", "| sd3"))]
+    assert len(table) == 4
