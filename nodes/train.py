@@ -72,8 +72,13 @@ def _component_paths(where: str, diffusion_model: str, text_encoders: str, vae_n
     inside ComfyUI's own model folders; {} when ``diffusion_model`` is "none" (the checkpoint is the base)."""
     import folder_paths
 
-    if diffusion_model in ("none", "", None):
-        if (text_encoders or "").strip() or vae_name not in ("none", "", None):
+    for input_name, value in (("diffusion_model", diffusion_model), ("text_encoders", text_encoders),
+                              ("vae_name", vae_name)):
+        if not isinstance(value, str):
+            raise NodeInputError(where, input_name, f"a file name (or 'none') is expected, got {type(value).__name__} "
+                                 f"{value!r}; pick a file from the list or leave the default")
+    if diffusion_model in ("none", ""):
+        if text_encoders.strip() or vae_name not in ("none", ""):
             raise NodeInputError(where, "diffusion_model", "a diffusion model is expected when text_encoders or "
                                  f"vae_name are set (they complete it), got 'none' with text_encoders="
                                  f"{text_encoders!r} and vae_name={vae_name!r}; pick the diffusion model or clear them")
@@ -82,7 +87,7 @@ def _component_paths(where: str, diffusion_model: str, text_encoders: str, vae_n
     if base is None:
         raise NodeInputError(where, "diffusion_model", f"a file listed in models/diffusion_models is expected, got "
                              f"{diffusion_model!r}; refresh the node or put the file there")
-    names = [n.strip() for n in str(text_encoders or "").split(",") if n.strip()]
+    names = [n.strip() for n in text_encoders.split(",") if n.strip()]
     encoders = []
     for name in names:
         path = folder_paths.get_full_path("text_encoders", name)
@@ -94,7 +99,7 @@ def _component_paths(where: str, diffusion_model: str, text_encoders: str, vae_n
     if not encoders:
         raise NodeInputError(where, "text_encoders", "the diffusion model's text-encoder files are expected (Flux.1: "
                              "clip_l.safetensors,t5xxl_fp16.safetensors; Chroma: t5xxl_fp16.safetensors), got none")
-    vae = folder_paths.get_full_path("vae", vae_name) if vae_name not in ("none", "", None) else None
+    vae = folder_paths.get_full_path("vae", vae_name) if vae_name not in ("none", "") else None
     if vae is None:
         raise NodeInputError(where, "vae_name", f"the diffusion model's VAE, a file listed in models/vae, is expected "
                              f"(Flux.1, Chroma: ae.safetensors), got {vae_name!r}")

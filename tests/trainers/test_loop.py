@@ -118,7 +118,7 @@ def test_options_gradient_checkpointing_8bit_fallback_grad_accum(tmp_path, capsy
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        assert "bitsandbytes does not import; using torch AdamW" in capsys.readouterr().out
+        assert "needs bitsandbytes, which does not import; using torch AdamW" in capsys.readouterr().out
     assert not (tmp_path / "out" / "cache").exists()
 
 
