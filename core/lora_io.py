@@ -97,7 +97,7 @@ def kohya_module_name(module: str, part: str) -> str:
 
 def peft_to_kohya(
     state: Mapping[str, torch.Tensor], part: str, alpha: float, *, dtype: torch.dtype = torch.float32,
-    style: str = "kohya",
+    style: str = "kohya", fold_alpha: bool = False,
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Convert a peft LoRA state dict (``get_peft_model_state_dict``) to kohya keys (or, ``style="diffusers"``,
     ``transformer.``-prefixed diffusers names; see the module docstring).
@@ -131,9 +131,13 @@ def peft_to_kohya(
     out: dict[str, torch.Tensor] = {}
     for m in modules:
         down, up, alpha_key = _file_keys(m, part, style)
-        out[down] = state[m + _A].detach().to("cpu", dtype).contiguous()
-        out[up] = state[m + _B].detach().to("cpu", dtype).contiguous()
-        out[alpha_key] = torch.tensor(float(alpha), dtype=torch.float32)
+        a, b = state[m + _A].detach(), state[m + _B].detach()
+        out[down] = a.to("cpu", dtype).contiguous()
+        if fold_alpha:  # the update B·A·alpha/r carried by B alone: readers without alpha support get it right
+            out[up] = (b.float() * (float(alpha) / a.shape[0])).to("cpu", dtype).contiguous()
+        else:
+            out[up] = b.to("cpu", dtype).contiguous()
+            out[alpha_key] = torch.tensor(float(alpha), dtype=torch.float32)
     return out, modules
 
 
@@ -163,6 +167,7 @@ def save_lora(
     adapter_name: str = "default",
     dtype: torch.dtype = torch.float32,
     key_style: str = "kohya",
+    fold_alpha: bool = False,
 ) -> Path:
     """Write the LoRA of ``unet`` (and text encoders) as a kohya ``.safetensors`` file, atomically.
 
@@ -189,6 +194,10 @@ def save_lora(
     key_style : {"kohya", "diffusers"}
         ``"kohya"`` for the UNet families, ``"diffusers"`` (``transformer.…lora_A.weight``) for the transformer
         families (no text-encoder parts).
+    fold_alpha : bool
+        Write ``B·alpha/r`` and no ``.alpha`` tensors (metadata ``vitruvian_alpha_folded``), for readers that refuse
+        or ignore alphas (diffusers' SD3 loader); ``load_lora_state`` divides it back (not bit-exact, so resume
+        checkpoints never fold).
 
     Returns
     -------
@@ -205,7 +214,7 @@ def save_lora(
     unet = unwrap_model(unet)
     cfg = _adapter(unet, adapter_name, "unet")
     tensors, modules = peft_to_kohya(get_peft_model_state_dict(unet, adapter_name=adapter_name), "unet", cfg.lora_alpha,
-                                     dtype=dtype, style=key_style)
+                                     dtype=dtype, style=key_style, fold_alpha=fold_alpha)
     names = {"unet": modules}
     if text_encoder is not None:
         encoders = list(text_encoder) if isinstance(text_encoder, Sequence) else [text_encoder]
@@ -218,7 +227,8 @@ def save_lora(
             enc = unwrap_model(enc)
             te_cfg = _adapter(enc, adapter_name, f"text encoder {part!r}")
             state = get_peft_model_state_dict(enc, adapter_name=adapter_name)
-            te_tensors, names[part] = peft_to_kohya(state, part, te_cfg.lora_alpha, dtype=dtype, style=key_style)
+            te_tensors, names[part] = peft_to_kohya(state, part, te_cfg.lora_alpha, dtype=dtype, style=key_style,
+                                                    fold_alpha=fold_alpha)
             tensors.update(te_tensors)
     meta = {
         "ss_network_module": "networks.lora",
@@ -229,6 +239,8 @@ def save_lora(
         "vitruvian_lora_modules": json.dumps(names),
         "vitruvian_lora_keys": key_style,
     }
+    if fold_alpha:
+        meta["vitruvian_alpha_folded"] = "true"
     if step is not None:
         meta["vitruvian_step"] = str(int(step))
     if base_kind is not None:
@@ -299,6 +311,7 @@ def load_lora_state(path: str | os.PathLike) -> LoraState:
     style = meta.get("vitruvian_lora_keys", "kohya")  # files from before the key was kept are kohya
     if style not in _STYLES:
         raise ConfigError(f"load_lora_state: vitruvian_lora_keys must be one of {_STYLES}, got {style!r} in {str(path)!r}")
+    folded = meta.get("vitruvian_alpha_folded") == "true"
     for part, modules in names.items():
         state = {}
         for m in modules:
@@ -306,6 +319,9 @@ def load_lora_state(path: str | os.PathLike) -> LoraState:
             try:
                 state[m + _A] = tensors[down]
                 state[m + _B] = tensors[up]
+                if folded:  # undo B·alpha/r
+                    scale = float(meta.get("ss_network_alpha", 0) or 0) / tensors[down].shape[0]
+                    state[m + _B] = (tensors[up].float() / scale).to(tensors[up].dtype)
             except KeyError as exc:
                 raise ConfigError(f"load_lora_state: {str(path)!r} must contain {exc.args[0]!r} (listed in its metadata)") from None
             used.update({down, up, alpha_key})

@@ -215,7 +215,8 @@ def _finish(run: Run, interrupted: str) -> TrainResult:
             run.objective.export(lora_path, config=run.cfg, step=run.step)
         if run.use_lora:
             lora_file = lora_path if not run.owns_modules else out / f"{config.name}-lora.safetensors"
-            run.base.family.save_lora(lora_file, run.raw_unet, config=run.cfg, step=run.step, kind=run.base.kind)
+            run.base.family.save_lora(lora_file, run.raw_unet, config=run.cfg, step=run.step, kind=run.base.kind,
+                                      final=True)
         atomic_write_text(out / "config.json", json.dumps(run.cfg, indent=2) + "\n")
     run.accelerator.wait_for_everyone()
     kind = getattr(run.objective, "output_kind", "LoRA") if run.owns_modules else "LoRA"

@@ -53,6 +53,26 @@ class TestSaveLora:
         assert meta["vitruvian_step"] == "12" and meta["vitruvian_version"]
         assert meta["vitruvian_objective"] == "dpo" and json.loads(meta["extra"]) == {"a": 1}
 
+    def test_diffusers_keys_with_alpha_and_folded(self, tmp_path):
+        """key_style="diffusers": transformer.* names with .alpha (exact round trip); fold_alpha: B·alpha/r and no
+        .alpha (readers that refuse alphas), read back to within float rounding."""
+        from peft import get_peft_model_state_dict
+
+        base = _trained_base("sd15")
+        own = get_peft_model_state_dict(base.unet)
+        plain = save_lora(tmp_path / "d.safetensors", base.unet, key_style="diffusers")
+        tensors, meta = _read(plain)
+        assert all(k.startswith("transformer.") and k.endswith((".lora_A.weight", ".lora_B.weight", ".alpha"))
+                   for k in tensors) and meta["vitruvian_lora_keys"] == "diffusers"
+        assert all(torch.equal(load_lora_state(plain).unet[k], v) for k, v in own.items())
+        folded = save_lora(tmp_path / "f.safetensors", base.unet, key_style="diffusers", fold_alpha=True)
+        tensors, meta = _read(folded)
+        assert not [k for k in tensors if k.endswith(".alpha")] and meta["vitruvian_alpha_folded"] == "true"
+        name = next(k for k in own if k.endswith(".lora_B.weight"))
+        torch.testing.assert_close(tensors["transformer." + name], own[name] * 0.5)  # alpha 2 / rank 4
+        back = load_lora_state(folded).unet
+        assert all(torch.allclose(back[k], v, rtol=1e-6, atol=0) for k, v in own.items())
+
     def test_text_encoder_prefixes(self, tmp_path):
         sd15, sdxl = _trained_base("sd15", text=True), _trained_base("sdxl", text=True)
         one = set(_read(save_lora(tmp_path / "a.safetensors", sd15.unet, text_encoder=sd15.text_encoders[0]))[0])

@@ -94,9 +94,11 @@ class Family(Protocol):
     def pipelines(self, base: Any) -> tuple:
         """(text-to-image, image-to-image) diffusers pipelines on the base's modules (HG-DPO's image pools)."""
 
-    def save_lora(self, path: Path, model: torch.nn.Module, *, config: dict, step: int, kind: str) -> Path:
+    def save_lora(self, path: Path, model: torch.nn.Module, *, config: dict, step: int, kind: str,
+                  final: bool = False) -> Path:
         """Write the LoRA of ``model`` (peft layers from ``add_lora``) in the key format ComfyUI loads for this
-        family, atomically."""
+        family, atomically; ``final``: the run's output file (not a resume checkpoint), which a family may write
+        for its ecosystem's readers at the cost of bit-exact reloading (SD3.5 folds alpha into B)."""
 
 
 @dataclass

@@ -179,6 +179,7 @@ class Flux:
                      text_encoder_2=base.text_encoders[1], tokenizer_2=base.tokenizers[1], transformer=base.unet)
         return FluxPipeline(**parts), FluxImg2ImgPipeline(**parts)
 
-    def save_lora(self, path: Path, model: torch.nn.Module, *, config: dict, step: int, kind: str) -> Path:
+    def save_lora(self, path: Path, model: torch.nn.Module, *, config: dict, step: int, kind: str,
+                  final: bool = False) -> Path:
         """``transformer.<module>.lora_A/B.weight`` + ``.alpha`` (see the module docstring)."""
         return save_lora(path, model, config=config, step=step, base_kind=kind, key_style="diffusers")

@@ -156,7 +156,8 @@ class StableDiffusion:
                      scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         return StableDiffusionPipeline(**parts), StableDiffusionImg2ImgPipeline(**parts)
 
-    def save_lora(self, path: Path, model: torch.nn.Module, *, config: dict, step: int, kind: str) -> Path:
+    def save_lora(self, path: Path, model: torch.nn.Module, *, config: dict, step: int, kind: str,
+                  final: bool = False) -> Path:
         """Kohya keys (``lora_unet_…`` + ``.alpha``), which ComfyUI's ``LoraLoader`` maps for SD1.5 and SDXL."""
         return save_lora(path, model, config=config, step=step, base_kind=kind)
 

@@ -223,6 +223,9 @@ class SD3:
                      text_encoder_2=g_enc, tokenizer_2=g_tok, text_encoder_3=t5, tokenizer_3=t5_tok)
         return StableDiffusion3Pipeline(**parts), _img2img_class()(**parts)
 
-    def save_lora(self, path: Path, model: torch.nn.Module, *, config: dict, step: int, kind: str) -> Path:
-        """``transformer.<module>.lora_A/B.weight`` + ``.alpha`` (see the module docstring)."""
-        return save_lora(path, model, config=config, step=step, base_kind=kind, key_style="diffusers")
+    def save_lora(self, path: Path, model: torch.nn.Module, *, config: dict, step: int, kind: str,
+                  final: bool = False) -> Path:
+        """``transformer.<module>.lora_A/B.weight`` (+ ``.alpha`` in checkpoints). The final file folds alpha into B:
+        diffusers' SD3 LoRA loader refuses ``.alpha`` tensors ("all LoRA param names contain 'lora'"), and ComfyUI
+        reads a file without them at scale 1, so both apply B·A·alpha/r."""
+        return save_lora(path, model, config=config, step=step, base_kind=kind, key_style="diffusers", fold_alpha=final)
