@@ -3,7 +3,8 @@
 Layout (``<out>/checkpoints/step-<N>/``)::
 
     state.json              step, samples consumed per process, world size, the resolved config
-    lora.safetensors        the LoRA (``models.save_lora``, kohya keys, fp32: restores bit-exactly); absent
+    lora.safetensors        the LoRA (the family's ``save_lora``: kohya keys for SD, ``transformer.*`` + ``.alpha`` for the
+                            transformer families; fp32, restores bit-exactly); absent
                             when the objective trains its own modules instead
     <export>                those modules, as the objective exports them (e.g. ``pose_adapter.safetensors``,
                             a pose-adapter file, fp32: restores bit-exactly)
