@@ -102,6 +102,28 @@ def allowed_roots() -> list[str]:
                                           folder_paths.get_temp_directory())]
 
 
+def confine_paths(value: str, where: str, what: str) -> str:
+    """A comma-separated list of paths from the web UI (a Train node's ``extra`` path setting), each resolved
+    (relative → under the output folder, symlinks followed) and required to lie in ComfyUI's output, input or
+    temp folder or one of its model folders; returns them resolved, comma-joined. NodeInputError otherwise."""
+    import folder_paths
+
+    from ..core.errors import NodeInputError
+
+    roots = allowed_roots() + [os.path.realpath(folder_paths.models_dir)] + [
+        os.path.realpath(p) for paths, _ in folder_paths.folder_names_and_paths.values() for p in paths]
+    out = []
+    for item in (v.strip() for v in value.split(",")):
+        if not item:
+            continue
+        full = os.path.realpath(item if os.path.isabs(item) else os.path.join(folder_paths.get_output_directory(), item))
+        if "\x00" in item or not any(full == r or full.startswith(r + os.sep) for r in roots):
+            raise NodeInputError(where, what, f"paths inside ComfyUI's output, input, temp or model folders are "
+                                 f"expected, got {item[:120]!r} (resolves to {full[:200]}); put the file there")
+        out.append(full)
+    return ",".join(out)
+
+
 def _folder_problem(full: str) -> str:
     """Why the OS would refuse ``full`` (an absolute, resolved path) as a folder to read or create, or ``""``
     (:func:`vitruvian.core.paths.os_path_problem`, or a file where a folder is expected)."""

@@ -23,6 +23,7 @@ Choices, written once here:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -250,7 +251,7 @@ class VitruvianTrain(VitruvianNode):
     def _start(cls, where, data, base, objective, values, extra, components=None) -> str:
         import folder_paths
 
-        from ..trainers.config import load_config
+        from ..trainers.config import TrainConfig, load_config
         from ..trainers.data import validate_dataset
         from ..trainers.registry import output as objective_output
 
@@ -270,10 +271,14 @@ class VitruvianTrain(VitruvianNode):
             if path is None:
                 raise ValueError(f"{where}: ckpt_name must be a checkpoint file listed in models/checkpoints, got {base!r}")
             settings = {"base": path, "data": str(folder), **values}
-        settings.update(_parse_extra(extra, where))
+        given = _parse_extra(extra, where)
         for key in ("out", "resume"):
-            if key in settings:
+            if key in given:
                 raise ValueError(f"{where}: extra must not set {key}; jobs choose their own folder (use the resume input)")
+        path_keys = {f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("path")}
+        for key in path_keys & set(given):  # paths typed in the web UI stay inside ComfyUI's folders
+            given[key] = host.confine_paths(given[key], where, f"extra ({key})")
+        settings.update(given)
         # The same dataclass and dataset checks the CLI runs: a bad value fails here, before any job starts.
         load_config(objective, None, [f"{k}={format_setting(v)}" for k, v in settings.items()]
                     + [f"out={host.jobs_root() / 'check'}"])

@@ -539,8 +539,12 @@ def test_train_node_trains_flux_from_comfyui_model_folders(comfy_host, tiny_chec
     clip = comfy_host.place(files["clip_l"], "text_encoders")
     t5 = comfy_host.place(files["t5xxl"], "text_encoders")
     vae = comfy_host.place(files["vae"], "vae")
-    tok = Path(tiny_tokenizer(tmp_path / "tok").name_or_path)  # the tiny CLIP's vocabulary
+    tok = Path(tiny_tokenizer(comfy_host.folders["input"] / f"tok-{uuid.uuid4().hex[:6]}").name_or_path)  # tiny CLIP vocab
     data = _pairs_dataset(comfy_host)
+    outside = dict(diffusion_model=model, text_encoders=f"{clip},{t5}", vae_name=vae, extra=f"tokenizer={tmp_path}")
+    with pytest.raises(WorkflowError) as caught:  # a path typed in the web UI must stay inside ComfyUI's folders
+        comfy_host.run_workflow({"1": _train(data, tiny_checkpoint.name, **outside)})
+    assert "extra (tokenizer)" in caught.value.message and "inside ComfyUI's output, input, temp or model" in caught.value.message
     flux = dict(diffusion_model=model, text_encoders=f"{clip},{t5}", extra=f"tokenizer={tok}\ntext_tokens=16")
     with pytest.raises(WorkflowError) as caught:
         comfy_host.run_workflow({"1": _train(data, tiny_checkpoint.name, **flux)})
