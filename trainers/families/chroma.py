@@ -26,7 +26,6 @@ resolution shift (``flow_shift = "auto"``; a folder's ``scheduler_config.json`` 
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ import torch
 from ...core.errors import ConfigError
 from .base import BaseModel
 from .chroma_files import chroma_kind, load_folder, load_transformer
-from .component_files import load_text_encoders, load_vae, transformer_config
+from .component_files import folder_schedule, load_text_encoders, load_vae, transformer_config
 from .flow import FlowMatchProcess
 from .flux import Flux, SCHEDULES, image_ids, pack, unpack
 
@@ -84,8 +83,7 @@ class Chroma(Flux):
 
         if shapes is None:
             transformer, ae, t5 = load_folder(source, dtype)
-            sched = source / "scheduler" / "scheduler_config.json"
-            schedule = json.loads(sched.read_text("utf-8")) if sched.is_file() else dict(SCHEDULES["flux-dev"])
+            schedule = folder_schedule(source, SCHEDULES["flux-dev"])
             folder = str(source) if (source / "tokenizer").is_dir() else ""
         else:
             if not text_encoders or not vae:

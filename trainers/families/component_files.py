@@ -24,7 +24,7 @@ from ...core.errors import ConfigError, ModelNotFoundError
 from ...core.ldm_unet import count_indices
 from ..model_detect import VAE_PREFIX, infer_clip_config, infer_vae_config, read_shapes
 
-__all__ = ["WHERE", "read_tensors", "cast", "load_strict", "build_strict", "transformer_config", "text_encoder_kind", "load_text_encoders", "load_vae"]
+__all__ = ["WHERE", "read_tensors", "cast", "load_strict", "build_strict", "transformer_config", "folder_schedule", "text_encoder_kind", "load_text_encoders", "load_vae"]
 
 _CONFIGS = Path(__file__).resolve().parent.parent / "model_configs"
 #: where ComfyUI keeps each component, for error messages
@@ -70,6 +70,12 @@ def transformer_config(folder: Path, class_name: str) -> dict | None:
         return None
     config = json.loads(cfg.read_text("utf-8"))
     return config if config.get("_class_name") == class_name else None
+
+
+def folder_schedule(folder: Path, default: Mapping) -> dict:
+    """A diffusers folder's ``scheduler/scheduler_config.json``, or a copy of ``default`` when it has none."""
+    sched = folder / "scheduler" / "scheduler_config.json"
+    return json.loads(sched.read_text("utf-8")) if sched.is_file() else dict(default)
 
 
 def text_encoder_kind(shapes: Mapping[str, tuple]) -> str | None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["FlowMatchProcess", "flux_shift"]
+__all__ = ["FlowMatchProcess", "flux_shift", "resolve_shift"]
 
 #: a prediction call: (model, x_t (B, C, h, w), σ·timestep_scale (B,), cond) → (B, C, h, w)
 Call = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, Mapping[str, Any]], torch.Tensor]
@@ -41,6 +41,20 @@ def flux_shift(image_tokens: int, *, base: tuple[int, float] = (256, 0.5), top: 
     """
     slope = (top[1] - base[1]) / (top[0] - base[0])
     return math.exp(base[1] + slope * (image_tokens - base[0]))
+
+
+def resolve_shift(schedule: Mapping[str, Any], config: Any, default: float) -> float:
+    """The σ shift of a run: ``config.flow_shift`` when set, else the schedule's own — by resolution when it shifts
+    dynamically (its ``base_/max_image_seq_len`` and ``base_/max_shift``, Flux's values when absent), else its
+    ``shift`` (``default`` when absent)."""
+    shift = getattr(config, "flow_shift", "auto")
+    if shift not in ("auto", None, ""):
+        return float(shift)
+    if schedule.get("use_dynamic_shifting"):
+        tokens = (int(getattr(config, "resolution", 1024) or 1024) // 16) ** 2
+        return flux_shift(tokens, base=(schedule.get("base_image_seq_len", 256), schedule.get("base_shift", 0.5)),
+                          top=(schedule.get("max_image_seq_len", 4096), schedule.get("max_shift", 1.15)))
+    return float(schedule.get("shift", default))
 
 
 class FlowMatchProcess:

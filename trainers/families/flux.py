@@ -12,7 +12,6 @@ shift (``flow_shift = "auto"``; schnell's scheduler has none: shift 1); the dev 
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -23,8 +22,8 @@ import torch
 from ...core.errors import ConfigError
 from ...core.lora_io import save_lora
 from .base import BaseModel
-from .flow import FlowMatchProcess, flux_shift
-from .component_files import load_text_encoders, load_vae, transformer_config
+from .flow import FlowMatchProcess, resolve_shift
+from .component_files import folder_schedule, load_text_encoders, load_vae, transformer_config
 from .flux_files import FLUX_VAE, flux_kind, load_folder, load_transformer
 
 __all__ = ["Flux", "pack", "unpack", "image_ids"]
@@ -101,8 +100,7 @@ class Flux:
 
         if shapes is None:
             transformer, ae, encoders = load_folder(source, dtype)
-            sched = source / "scheduler" / "scheduler_config.json"
-            schedule = json.loads(sched.read_text("utf-8")) if sched.is_file() else dict(SCHEDULES[kind])
+            schedule = folder_schedule(source, SCHEDULES[kind])
         else:
             if not text_encoders or not vae:
                 raise ConfigError(
@@ -158,11 +156,7 @@ class Flux:
         + ``guidance``); ``config`` (the run's settings) gives the resolution for the
         "auto" shift, ``flow_shift``, ``flow_logit_mean``/``_std`` and ``flux_guidance``."""
         schedule = dict(scheduler or {})
-        resolution = int(getattr(config, "resolution", 1024) or 1024)
-        shift = getattr(config, "flow_shift", "auto")
-        if shift in ("auto", None, ""):
-            shift = (flux_shift((resolution // 16) ** 2) if schedule.get("use_dynamic_shifting")
-                     else float(schedule.get("shift", 1.0)))
+        shift = resolve_shift(schedule, config, default=1.0)
         guidance = float(getattr(config, "flux_guidance", 1.0)) if schedule.get("guidance") else None
         return FlowMatchProcess(call=partial(_call, guidance=guidance), shift=float(shift),
                                 logit_mean=float(getattr(config, "flow_logit_mean", 0.0)),

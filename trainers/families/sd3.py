@@ -20,7 +20,6 @@ logit-normal of the SD3 paper; the transformer takes σ·1000 (``timestep_scale`
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,8 @@ import torch
 from ...core.errors import ConfigError
 from ...core.lora_io import save_lora
 from .base import BaseModel
-from .component_files import WHERE, load_text_encoders, load_vae, transformer_config
-from .flow import FlowMatchProcess, flux_shift
+from .component_files import WHERE, folder_schedule, load_text_encoders, load_vae, transformer_config
+from .flow import FlowMatchProcess, resolve_shift
 from .sd3_files import SD3_VAE, load_folder, load_transformer, sd3_kind
 
 __all__ = ["SD3", "T5_TOKENS", "SCHEDULE"]
@@ -117,8 +116,7 @@ class SD3:
 
         if shapes is None:
             transformer, ae, encoders = load_folder(source, dtype)
-            sched = source / "scheduler" / "scheduler_config.json"
-            schedule = json.loads(sched.read_text("utf-8")) if sched.is_file() else dict(SCHEDULE)
+            schedule = folder_schedule(source, SCHEDULE)
         else:
             has_vae = any(k.startswith(_VAE_IN_CHECKPOINT + "encoder.conv_in.") for k in shapes)
             if not text_encoders or not (vae or has_vae):
@@ -199,15 +197,7 @@ class SD3:
         """Rectified flow with the base's schedule (FlowMatchEuler keys; SD3.5: shift 3.0) and σ·1000 as the
         model's timestep; ``config`` gives ``flow_shift`` ("auto" = the schedule's), ``flow_logit_mean``/``_std``
         and, for a schedule with dynamic shifting, the resolution."""
-        schedule = dict(scheduler or {})
-        shift = getattr(config, "flow_shift", "auto")
-        if shift in ("auto", None, ""):
-            if schedule.get("use_dynamic_shifting"):
-                tokens = (int(getattr(config, "resolution", 1024) or 1024) // 16) ** 2
-                shift = flux_shift(tokens, base=(schedule.get("base_image_seq_len", 256), schedule.get("base_shift", 0.5)),
-                                   top=(schedule.get("max_image_seq_len", 4096), schedule.get("max_shift", 1.15)))
-            else:
-                shift = float(schedule.get("shift", 3.0))
+        shift = resolve_shift(dict(scheduler or {}), config, default=3.0)
         return FlowMatchProcess(call=_call, shift=float(shift), logit_mean=float(getattr(config, "flow_logit_mean", 0.0)),
                                 logit_std=float(getattr(config, "flow_logit_std", 1.0)), timestep_scale=1000.0, patch=2)
 
